@@ -1,0 +1,150 @@
+"""The `visinstruct` command line: it parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from . import __version__
+from .engine.generate import GenerateOptions, generate, print_summary
+from .engine.units import Sampling
+from .errors import UserError
+from .prompts import LANGS, TASKS
+from .scenes import Scene, load_caps_boxes, load_coco
+from .teachers.base import Teacher
+
+
+def _tasks(value: str) -> list[str]:
+    tasks = [t.strip() for t in value.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise argparse.ArgumentTypeError(f"unknown task(s) {', '.join(unknown) or value!r}; choose from {', '.join(TASKS)}")
+    return tasks
+
+
+def _positive(kind: type) -> Callable[[str], float]:
+    def convert(value: str) -> float:
+        number = kind(value)
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+        return number
+    return convert
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="generate LLaVA instruction data with a teacher model",
+                       description="Turn annotations into teacher prompts, ask the teacher, write LLaVA records. "
+                                   "Re-running the same command resumes from the ledger.")
+    src = p.add_argument_group("input (COCO files or a caps-boxes jsonl)")
+    src.add_argument("--coco-captions", type=Path, help="COCO captions file (captions_*.json)")
+    src.add_argument("--coco-instances", type=Path, help="COCO instances file (instances_*.json), for boxes")
+    src.add_argument("--caps-boxes", type=Path, help="LLaVA caps-boxes jsonl (id, image, captions, instances)")
+    src.add_argument("--image-prefix", default="", help="prefix of the 'image' path in records, e.g. coco/val2014/")
+    src.add_argument("--source", help="value of the records' 'source' key (default: the input file's name)")
+    src.add_argument("--limit", type=_positive(int), help="take only the first N scenes")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", type=Path, required=True, help="output file, .json (a list) or .jsonl")
+    out.add_argument("--tasks", type=_tasks, default=list(TASKS), help=f"comma-separated, from {','.join(TASKS)}")
+    out.add_argument("--lang", choices=LANGS, default="en", help="language of the generated data")
+    out.add_argument("--samples-per-image", type=_positive(int), default=1, help="units per scene and task")
+    out.add_argument("--split", choices=("train", "val"), default="train",
+                     help="train: first human turn starts with <image>\\n; val: no <image> tag")
+    out.add_argument("--ledger", type=Path, help="SQLite ledger (default: <out>.ledger.sqlite)")
+    t = p.add_argument_group("teacher (none given: the embedded SmolLM2-135M on the CPU)")
+    t.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
+    t.add_argument("--model", help="model name sent to the server")
+    t.add_argument("--api-key-env", metavar="VAR", help="environment variable that holds the API key")
+    t.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 0.7; embedded: greedy)")
+    t.add_argument("--top-p", type=float, default=None, help="nucleus sampling (default: the server's)")
+    t.add_argument("--max-tokens", type=_positive(int), default=None,
+                   help="completion token limit (default 1024; embedded 200)")
+    e = p.add_argument_group("engine")
+    e.add_argument("--concurrency", type=_positive(int), help="requests in flight (default 16; embedded 8)")
+    e.add_argument("--rpm", type=_positive(float), help="requests per minute limit")
+    e.add_argument("--tpm", type=_positive(float), help="tokens per minute limit")
+    e.add_argument("--timeout", type=_positive(float), default=120.0, help="seconds per request (default 120)")
+    e.add_argument("--retries", type=int, default=5, help="retries per unit on 429/5xx/timeouts (default 5)")
+    e.add_argument("--backoff", type=_positive(float), default=1.0, help="first backoff in seconds (default 1)")
+    e.add_argument("--batch-size", type=_positive(int), default=8, help="embedded teacher batch size (default 8)")
+    e.add_argument("--price-in", type=float, help="price per 1M prompt tokens, for the cost line")
+    e.add_argument("--price-out", type=float, help="price per 1M completion tokens")
+    e.add_argument("--dry-run", action="store_true", help="print requests, tokens and cost; send nothing")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_generate)
+
+
+def _scenes(args: argparse.Namespace) -> list[Scene]:
+    if bool(args.caps_boxes) == bool(args.coco_captions):
+        raise UserError("give either --coco-captions (with optional --coco-instances) or --caps-boxes")
+    if args.coco_instances and not args.coco_captions:
+        raise UserError("--coco-instances needs --coco-captions")
+    if args.caps_boxes:
+        return list(load_caps_boxes(args.caps_boxes, args.image_prefix, args.source or args.caps_boxes.stem))
+    return list(load_coco(args.coco_captions, args.coco_instances, args.image_prefix,
+                          args.source or args.coco_captions.stem))
+
+
+def _teacher(args: argparse.Namespace) -> tuple[str, Callable[[], Teacher], int, float | None]:
+    """(model name, factory, default max tokens, default temperature)."""
+    if args.base_url:
+        if not args.model:
+            raise UserError("--base-url needs --model")
+        key = None
+        if args.api_key_env:
+            key = os.environ.get(args.api_key_env)
+            if not key:
+                raise UserError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
+        from .teachers.http import HTTPTeacher
+        return args.model, lambda: HTTPTeacher(args.base_url, args.model, key, args.timeout,
+                                               args.concurrency or 64), 1024, 0.7
+    if args.model or args.api_key_env:
+        raise UserError("--model and --api-key-env need --base-url (without them the embedded teacher runs)")
+    from .teachers.embedded import EMBEDDED_MODEL, EmbeddedTeacher
+    return EMBEDDED_MODEL, lambda: EmbeddedTeacher(batch_size=args.batch_size), 200, None
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """`visinstruct generate`."""
+    scenes = _scenes(args)
+    model, factory, max_tokens, temperature = _teacher(args)
+    opts = GenerateOptions(
+        out=args.out, tasks=args.tasks, lang=args.lang, split=args.split, samples=args.samples_per_image,
+        limit=args.limit, ledger=args.ledger,
+        sampling=Sampling(args.temperature if args.temperature is not None else temperature, args.top_p,
+                          args.max_tokens or max_tokens),
+        concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, retries=args.retries, backoff=args.backoff,
+        price_in=args.price_in, price_out=args.price_out, dry_run=args.dry_run,
+        progress=False if args.no_progress else None)
+    summary = generate(scenes, model, factory, opts)
+    if not args.dry_run:
+        print_summary(summary, opts, sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one subcommand per stage."""
+    parser = argparse.ArgumentParser(prog="visinstruct", description="Build LLaVA-format visual instruction data.")
+    parser.add_argument("--version", action="version", version=f"visinstruct {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_generate(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors are printed as one line with exit status 2, never a traceback."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"visinstruct: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("visinstruct: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

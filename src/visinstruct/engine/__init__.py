@@ -1,0 +1,1 @@
+"""The generation engine: ledger, rate limits, and the run loop."""

@@ -1,0 +1,72 @@
+"""Units of work: one (scene, task, language, sample index), keyed by a hash of its full request."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ..prompts import PromptPack, build_messages, load_pack, seeded_index
+from ..scenes import Scene
+
+
+@dataclass
+class Sampling:
+    """Decoding settings sent with every request (None: the server's default)."""
+
+    temperature: float | None
+    top_p: float | None
+    max_tokens: int
+
+
+@dataclass
+class Unit:
+    """One request to the teacher and what is needed to turn its reply into a record."""
+
+    unit_id: str
+    key: str
+    scene: Scene
+    pack: PromptPack
+    sample: int
+    request: dict[str, Any]
+    prompt_estimate: int
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count: ~4 ASCII characters or ~1.5 other characters per token."""
+    ascii_chars = len(text.encode("ascii", "ignore"))
+    return int(ascii_chars / 4 + (len(text) - ascii_chars) / 1.5) + 1
+
+
+def request_key(request: dict[str, Any]) -> str:
+    """Hash of everything that shapes the request (model, messages, sampling, seed)."""
+    return hashlib.sha256(orjson.dumps(request, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+def _request(model: str, messages: list[dict[str, str]], sampling: Sampling, seed: int) -> dict[str, Any]:
+    request: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": sampling.max_tokens,
+                               "seed": seed}
+    if sampling.temperature is not None:
+        request["temperature"] = sampling.temperature
+    if sampling.top_p is not None:
+        request["top_p"] = sampling.top_p
+    return request
+
+
+def make_units(scenes: Iterable[Scene], tasks: list[str], lang: str, samples: int,
+               model: str, sampling: Sampling) -> Iterator[Unit]:
+    """Every unit, scene by scene, in a stable order."""
+    packs = [load_pack(task, lang) for task in tasks]
+    fixed = {p.task: sum(estimate_tokens(m["content"]) + 4 for m in build_messages(p, Scene("", "", []))[:-1])
+             for p in packs}
+    for scene in scenes:
+        for pack in packs:
+            messages = build_messages(pack, scene)
+            for sample in range(samples):
+                unit_id = f"{scene.image_id}-{pack.task}-{sample}"
+                request = _request(model, messages, sampling, seeded_index(unit_id, 2**31))
+                estimate = fixed[pack.task] + estimate_tokens(messages[-1]["content"]) + 4
+                yield Unit(unit_id, request_key(request), scene, pack, sample, request, estimate)

@@ -1,0 +1,71 @@
+"""Prompt packs: per-language, per-task teacher prompts stored as data under `prompt_packs/`.
+
+A pack holds a system message, few-shot examples (scene text → reference reply), the turn labels
+the examples use and, for `detail_description`, the list of human instructions to draw from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+from .errors import UserError
+from .scenes import Scene, scene_text
+
+LANGS = ("en", "ru", "zh")
+TASKS = ("conversation", "detail_description", "complex_reasoning")
+# LLaVA gave the conversation task captions only; the other two also read the boxes.
+TASK_USES_BOXES = {"conversation": False, "detail_description": True, "complex_reasoning": True}
+
+
+@dataclass(frozen=True)
+class PromptPack:
+    """The teacher prompt for one task in one language."""
+
+    task: str
+    lang: str
+    system: str
+    examples: tuple[tuple[str, str], ...]
+    question_label: str
+    answer_label: str
+    max_pairs: int
+    instructions: tuple[str, ...]
+
+
+@cache
+def load_pack(task: str, lang: str) -> PromptPack:
+    """Read `prompt_packs/<lang>/<task>.json` shipped inside the package."""
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    if lang not in LANGS:
+        raise UserError(f"unknown language {lang!r}; choose from {', '.join(LANGS)}")
+    raw = json.loads(resources.files(__package__).joinpath("prompt_packs", lang, f"{task}.json").read_text("utf-8"))
+    return PromptPack(
+        task=task, lang=lang, system=raw["system"],
+        examples=tuple((ex["scene"], ex["reply"]) for ex in raw["examples"]),
+        question_label=raw["labels"]["question"], answer_label=raw["labels"]["answer"],
+        max_pairs=int(raw.get("max_pairs", 1)), instructions=tuple(raw.get("instructions", ())),
+    )
+
+
+def build_messages(pack: PromptPack, scene: Scene) -> list[dict[str, str]]:
+    """System message, few-shot user/assistant pairs, then this scene as the last user turn."""
+    messages = [{"role": "system", "content": pack.system}]
+    for example_scene, reply in pack.examples:
+        messages.append({"role": "user", "content": example_scene})
+        messages.append({"role": "assistant", "content": reply})
+    messages.append({"role": "user", "content": scene_text(scene, TASK_USES_BOXES[pack.task])})
+    return messages
+
+
+def seeded_index(key: str, n: int) -> int:
+    """A stable choice in range(n) derived from `key` (same key → same choice on every run)."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % n
+
+
+def detail_instruction(pack: PromptPack, unit_id: str) -> str:
+    """The human turn of a detail_description record, drawn by a seed derived from the unit id."""
+    return pack.instructions[seeded_index(unit_id, len(pack.instructions))]

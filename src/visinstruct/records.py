@@ -1,0 +1,63 @@
+"""LLaVA records and their files (json list or jsonl, written atomically)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+IMAGE_TOKEN = "<image>"
+
+
+def make_conversations(pairs: list[tuple[str, str]], split: str) -> list[dict[str, str]]:
+    """Alternating human/gpt turns; on the train split the first human turn starts with `<image>\\n`."""
+    turns = []
+    for i, (question, answer) in enumerate(pairs):
+        if i == 0 and split == "train":
+            question = f"{IMAGE_TOKEN}\n{question}"
+        turns.append({"from": "human", "value": question})
+        turns.append({"from": "gpt", "value": answer})
+    return turns
+
+
+def make_record(record_id: str, image: str, pairs: list[tuple[str, str]], split: str,
+                task: str, lang: str, source: str) -> dict[str, Any]:
+    """One LLaVA record with the provenance keys `task`, `lang` and `source`."""
+    return {"id": record_id, "image": image, "conversations": make_conversations(pairs, split),
+            "task": task, "lang": lang, "source": source}
+
+
+def output_format(path: Path) -> str:
+    """`json` (a list) or `jsonl`, chosen by the file extension."""
+    suffix = path.suffix.lower()
+    if suffix in (".json", ".jsonl"):
+        return suffix[1:]
+    raise ValueError(f"{path}: output must end in .json or .jsonl")
+
+
+def write_records(path: Path, records: Iterable[dict[str, Any]]) -> int:
+    """Write records to a temporary file beside `path`, then rename: a reader never sees half a file."""
+    fmt = output_format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    count = 0
+    with tmp.open("wb") as handle:
+        if fmt == "json":
+            handle.write(b"[")
+        for record in records:
+            line = orjson.dumps(record)
+            if fmt == "json":
+                handle.write(b"\n" if count == 0 else b",\n")
+            handle.write(line)
+            if fmt == "jsonl":
+                handle.write(b"\n")
+            count += 1
+        if fmt == "json":
+            handle.write(b"\n]\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return count

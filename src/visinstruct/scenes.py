@@ -1,0 +1,192 @@
+"""Scenes: what a text-only teacher reads about one image (captions and object boxes).
+
+Two inputs are supported: the official COCO annotation files (captions + instances) and the
+LLaVA caps-boxes jsonl form. Boxes are `[x1, y1, x2, y2]` floats in [0, 1] relative to the image's
+own width and height, rounded to 3 decimals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import UserError
+
+
+@dataclass
+class Box:
+    """One object: a category name and a normalized `[x1, y1, x2, y2]` box."""
+
+    category: str
+    bbox: list[float]
+
+
+@dataclass
+class Scene:
+    """One image and its annotations."""
+
+    image_id: str
+    image: str
+    captions: list[str]
+    boxes: list[Box] = field(default_factory=list)
+    source: str = ""
+
+
+def format_box(bbox: list[float]) -> str:
+    """`[0.37, 0.584, 0.504, 0.709]`: the way LLaVA's teacher read boxes."""
+    return "[" + ", ".join(repr(float(v)) for v in bbox) + "]"
+
+
+def scene_text(scene: Scene, with_boxes: bool) -> str:
+    """Captions one per line; with boxes, a blank line and one `category: [box]` line per object."""
+    text = "\n".join(scene.captions)
+    if with_boxes and scene.boxes:
+        text += "\n\n" + "\n".join(f"{b.category}: {format_box(b.bbox)}" for b in scene.boxes)
+    return text
+
+
+def normalize_xywh(bbox: list[float], width: float, height: float) -> list[float]:
+    """COCO pixel `[x, y, w, h]` → `[x1, y1, x2, y2]` in [0, 1], 3 decimals."""
+    x, y, w, h = bbox
+    corners = [x / width, y / height, (x + w) / width, (y + h) / height]
+    return [round(min(1.0, max(0.0, v)), 3) for v in corners]
+
+
+def join_image(prefix: str, name: str) -> str:
+    """Join `--image-prefix` and a file name with exactly one slash between them."""
+    if not prefix:
+        return name
+    return prefix.rstrip("/") + "/" + name.lstrip("/")
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except orjson.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _entries(doc: Any, key: str, path: Path) -> list[dict]:
+    if not isinstance(doc, dict) or not isinstance(doc.get(key), list):
+        raise UserError(f"{path}: expected a JSON object with a '{key}' list (a COCO annotation file)")
+    for i, entry in enumerate(doc[key]):
+        if not isinstance(entry, dict):
+            raise UserError(f"{path}: {key}[{i}] is not an object: {entry!r:.80}")
+    return doc[key]
+
+
+def _coco_images(doc: Any, path: Path) -> dict[Any, dict]:
+    images = {}
+    for i, img in enumerate(_entries(doc, "images", path)):
+        w, h = img.get("width"), img.get("height")
+        if "id" not in img or not isinstance(img.get("file_name"), str):
+            raise UserError(f"{path}: images[{i}] needs 'id' and 'file_name': {img!r:.120}")
+        if not (_is_number(w) and _is_number(h) and w > 0 and h > 0):
+            raise UserError(f"{path}: images[{i}] (id {img['id']}) has no positive width/height")
+        images[img["id"]] = img
+    return images
+
+
+def _coco_captions(path: Path, images: dict[Any, dict]) -> dict[Any, list[str]]:
+    captions: dict[Any, list[str]] = {}
+    for i, ann in enumerate(_entries(_load_json(path), "annotations", path)):
+        image_id, caption = ann.get("image_id"), ann.get("caption")
+        if image_id not in images:
+            raise UserError(f"{path}: annotations[{i}] refers to unknown image_id {image_id!r}")
+        if not isinstance(caption, str):
+            raise UserError(f"{path}: annotations[{i}] (image_id {image_id}) has no 'caption' string")
+        if caption.strip():
+            captions.setdefault(image_id, []).append(caption.strip())
+    return captions
+
+
+def _coco_boxes(path: Path, images: dict[Any, dict]) -> dict[Any, list[Box]]:
+    doc = _load_json(path)
+    names = {}
+    for i, cat in enumerate(_entries(doc, "categories", path)):
+        if "id" not in cat or not isinstance(cat.get("name"), str):
+            raise UserError(f"{path}: categories[{i}] needs 'id' and 'name'")
+        names[cat["id"]] = cat["name"]
+    boxes: dict[Any, list[Box]] = {}
+    for i, ann in enumerate(_entries(doc, "annotations", path)):
+        image_id, bbox = ann.get("image_id"), ann.get("bbox")
+        where = f"{path}: annotations[{i}] (id {ann.get('id')}, image_id {image_id})"
+        if image_id not in images:
+            raise UserError(f"{where} refers to an image not in the captions file")
+        if ann.get("category_id") not in names:
+            raise UserError(f"{where} has unknown category_id {ann.get('category_id')!r}")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
+            raise UserError(f"{where} has a bbox that is not 4 numbers: {bbox!r:.80}")
+        img = images[image_id]
+        norm = normalize_xywh(bbox, img["width"], img["height"])
+        boxes.setdefault(image_id, []).append(Box(names[ann["category_id"]], norm))
+    return boxes
+
+
+def load_coco(captions_path: Path, instances_path: Path | None, image_prefix: str = "",
+              source: str = "") -> Iterator[Scene]:
+    """Scenes from official COCO files, in the captions file's image order.
+
+    Images without any caption make no scene (a text-only teacher has nothing to read);
+    images without boxes still do.
+    """
+    images = _coco_images(_load_json(captions_path), captions_path)
+    captions = _coco_captions(captions_path, images)
+    boxes = _coco_boxes(instances_path, images) if instances_path else {}
+    for image_id, img in images.items():
+        if image_id in captions:
+            yield Scene(_image_key(image_id), join_image(image_prefix, img["file_name"]),
+                        captions[image_id], boxes.get(image_id, []), source)
+
+
+def _image_key(image_id: Any) -> str:
+    """COCO ids are ints; LLaVA writes them zero-padded to 12 digits."""
+    return f"{image_id:012d}" if isinstance(image_id, int) else str(image_id)
+
+
+def _caps_boxes_row(row: Any, where: str, image_prefix: str, source: str) -> Scene:
+    if not isinstance(row, dict):
+        raise UserError(f"{where}: expected an object, got {type(row).__name__}")
+    captions, instances = row.get("captions"), row.get("instances", [])
+    if "id" not in row or not isinstance(row.get("image"), str):
+        raise UserError(f"{where}: needs 'id' and 'image'")
+    if not (isinstance(captions, list) and all(isinstance(c, str) for c in captions)):
+        raise UserError(f"{where} (id {row['id']}): 'captions' must be a list of strings")
+    if not isinstance(instances, list):
+        raise UserError(f"{where} (id {row['id']}): 'instances' must be a list")
+    boxes = []
+    for j, inst in enumerate(instances):
+        bbox = inst.get("bbox") if isinstance(inst, dict) else None
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))
+                and isinstance(inst.get("category"), str)):
+            raise UserError(f"{where} (id {row['id']}): instances[{j}] needs 'category' and a 4-number 'bbox'")
+        boxes.append(Box(inst["category"], [round(min(1.0, max(0.0, float(v))), 3) for v in bbox]))
+    caps = [c.strip() for c in captions if c.strip()]
+    return Scene(str(row["id"]), join_image(image_prefix, row["image"]), caps, boxes, source)
+
+
+def load_caps_boxes(path: Path, image_prefix: str = "", source: str = "") -> Iterator[Scene]:
+    """Scenes from LLaVA's caps-boxes jsonl: `{"id", "image", "captions", "instances"}` per line."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    with handle:
+        for n, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise UserError(f"{path}:{n}: not valid JSON ({exc})") from None
+            yield _caps_boxes_row(row, f"{path}:{n}", image_prefix, source)

@@ -1,0 +1,5 @@
+"""Teachers: models that turn a chat request into a reply."""
+
+from .base import Reply, Teacher, TeacherError
+
+__all__ = ["Reply", "Teacher", "TeacherError"]

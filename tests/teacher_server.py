@@ -1,0 +1,184 @@
+"""A real local HTTP server that plays an OpenAI-compatible teacher, for tests and benchmarks.
+
+It answers `/v1/chat/completions` in every reply format the parser accepts (rotating by request),
+in the language of the prompt, can inject faults (429 with Retry-After, 500, hangs, truncated
+bodies, reset connections) and logs the hash of every request it receives.
+Run alone: `python tests/teacher_server.py --port 8123 [--latency 0.1] [--fault-rate 0.2]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import random
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+FORMATS = {
+    "en": [
+        "Question:\n{q}\n===\nAnswer:\n{a}\n===\n",
+        "User: {q}\nAssistant: {a}\n\n",
+        "User: {q}\nGPT: {a}\n",
+        "**Question:** {q}\n**Answer:** {a}\n\n",
+        "{n}. Q{n}: {q}\nA{n}: {a}\n",
+    ],
+    "ru": [
+        "Вопрос: {q}\nОтвет: {a}\n",
+        "Пользователь: {q}\nАссистент: {a}\n\n",
+        "**Вопрос：** {q}\n**Ответ：** {a}\n",
+        "Вопрос:\n{q}\n===\nОтвет:\n{a}\n===\n",
+    ],
+    "zh": [
+        "问题：{q}\n回答：{a}\n",
+        "用户：{q}\n助手：{a}\n\n",
+        "问题: {q}\n回答: {a}\n",
+        "**用户：**{q}\n**助手：**{a}\n",
+    ],
+}
+QUESTIONS = {"en": "What is shown in the picture?", "ru": "Что изображено на снимке?", "zh": "图片里有什么？"}
+TOPIC = {"en": "Topic: the scene\n\n", "ru": "Тема: сцена\n\n", "zh": "主题：场景\n\n"}
+TRAILING = {"en": "Question: And what else", "ru": "Вопрос: А что ещё", "zh": "问题：还有什么"}
+
+
+def request_hash(body: dict) -> str:
+    """The same hash the engine uses as a unit key."""
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+def language(text: str) -> str:
+    """Guess en/ru/zh from the script of the system message."""
+    if re.search(r"[\u4e00-\u9fff]", text):
+        return "zh"
+    return "ru" if re.search(r"[а-яА-Я]", text) else "en"
+
+
+def make_reply(body: dict) -> str:
+    """A well-formed reply in the request's language, in a format picked by the request hash."""
+    messages = body["messages"]
+    lang = language(messages[0]["content"])
+    scene = messages[-1]["content"].split("\n")
+    first_example = next((m["content"] for m in messages if m["role"] == "assistant"), "")
+    is_qa = bool(re.match(r"^(Question|Вопрос|问题)[:：]", first_example))
+    if not is_qa:
+        return f"{scene[0]} {scene[-1]}".strip() or "A picture."
+    pick = int(request_hash(body)[:8], 16)
+    fmt = FORMATS[lang][pick % len(FORMATS[lang])]
+    text = TOPIC[lang] if pick % 3 == 0 else ""
+    for n, caption in enumerate(scene[:3], start=1):
+        text += fmt.format(n=n, q=f"{QUESTIONS[lang]} ({n})", a=caption or "—")
+    if pick % 4 == 0:
+        text += TRAILING[lang]
+    return text
+
+
+@dataclass
+class TeacherServer:
+    """The server's settings and what it has seen."""
+
+    latency: float = 0.0
+    fault_rate: float = 0.0
+    hang_s: float = 5.0
+    seed: int = 0
+    log_path: Path | None = None
+    received: list[str] = field(default_factory=list)
+    headers_seen: list[dict] = field(default_factory=list)
+    faults: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self._log = self.log_path.open("a", buffering=1) if self.log_path else None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        key = request_hash(body)
+        self.received.append(key)
+        self.headers_seen.append(dict(request.headers))
+        if self._log:
+            self._log.write(key + "\n")
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if self.fault_rate and self.rng.random() < self.fault_rate:
+            return await self._fault(request)
+        text = make_reply(body)
+        payload = {"id": "x", "object": "chat.completion", "model": body.get("model"),
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                "finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": 100, "completion_tokens": len(text) // 4 + 1}}
+        return web.Response(body=orjson.dumps(payload), content_type="application/json")
+
+    async def _fault(self, request: web.Request) -> web.StreamResponse:
+        kind = self.rng.choice(["429", "500", "hang", "truncated", "reset"])
+        self.faults[kind] = self.faults.get(kind, 0) + 1
+        if kind == "429":
+            return web.Response(status=429, headers={"Retry-After": "0.05"}, text="slow down")
+        if kind == "500":
+            return web.Response(status=500, text="internal error")
+        if kind == "hang":
+            await asyncio.sleep(self.hang_s)
+            return web.Response(status=500, text="late")
+        if kind == "truncated":
+            resp = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": "400"})
+            await resp.prepare(request)
+            await resp.write(b'{"choices": [{"message": {"content": "cut')
+            request.transport.close()
+            return resp
+        request.transport.abort()
+        return web.Response(status=500)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.handle)
+        return app
+
+
+class ServerThread:
+    """Runs a TeacherServer on 127.0.0.1 in a background thread (for in-process tests)."""
+
+    def __init__(self, server: TeacherServer) -> None:
+        self.server = server
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        started = threading.Event()
+        self.thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
+        self.thread.start()
+        started.wait(10)
+
+    def _serve(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.runner = web.AppRunner(self.server.app(), access_log=None)
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]
+        started.set()
+        self.loop.run_forever()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument("--log", type=Path)
+    args = parser.parse_args()
+    server = TeacherServer(latency=args.latency, fault_rate=args.fault_rate, log_path=args.log)
+    web.run_app(server.app(), host="127.0.0.1", port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
