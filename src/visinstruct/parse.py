@@ -21,7 +21,7 @@ _LABEL_LINE = re.compile(
 )
 _TOPIC_LINE = re.compile(rf"^[#\s]*{_BOLD}\s*(?:topic|тема|主题|话题)\s*{_BOLD}\s*[:：]", re.IGNORECASE)
 _SEPARATOR = re.compile(r"^\s*(?:={3,}|-{3,})\s*$")
-_SENTENCE_END = re.compile(r"[.!?。！？…](?:[\"'»”)\]]*)(?=\s|$)")
+_SENTENCE_END = re.compile(r"[.!?…][\"'»”)\]]*(?=\s|$)|[。！？][”」』）]*")
 
 
 class ReplyParseError(ValueError):
