@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from teacher_server import ServerThread, TeacherServer  # noqa: E402
+from teacher_server import ServerThread, TeacherServer
 
 REPO = Path(__file__).resolve().parents[1]
 VAL80 = REPO.parent / "shared" / "data" / "coco2014-val80" / "caps_boxes_coco2014_val_80.jsonl"

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO, read_records, run_cli
 from teacher_server import ServerThread, TeacherServer
-
 from visinstruct.prompts import load_pack
 
 TASKS = ("conversation", "detail_description", "complex_reasoning")

@@ -59,6 +59,8 @@ def test_truncated_reply_drops_the_possibly_cut_last_answer() -> None:
     reply = "User: A?\nAssistant: Yes, it is.\nUser: B?\nAssistant: It has a long answer that was cu"
     assert parse_pairs(reply, truncated=True) == [("A?", "Yes, it is.")]
     assert len(parse_pairs(reply, truncated=False)) == 2
+    cut = "User: A?\nAssistant: First sentence. Second one is cu"
+    assert parse_pairs(cut, truncated=True) == [("A?", "First sentence.")]
 
 
 @pytest.mark.parametrize("reply, reason", [

@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 
+from conftest import run_cli
 from visinstruct.errors import UserError
 from visinstruct.scenes import load_caps_boxes, load_coco, scene_text
 

@@ -21,7 +21,8 @@ def _tasks(value: str) -> list[str]:
     tasks = [t.strip() for t in value.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
-        raise argparse.ArgumentTypeError(f"unknown task(s) {', '.join(unknown) or value!r}; choose from {', '.join(TASKS)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown task(s) {', '.join(unknown) or value!r}; choose from {', '.join(TASKS)}")
     return tasks
 
 
@@ -57,7 +58,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
     t.add_argument("--model", help="model name sent to the server")
     t.add_argument("--api-key-env", metavar="VAR", help="environment variable that holds the API key")
-    t.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 0.7; embedded: greedy)")
+    t.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature (default 0.7; embedded: greedy)")
     t.add_argument("--top-p", type=float, default=None, help="nucleus sampling (default: the server's)")
     t.add_argument("--max-tokens", type=_positive(int), default=None,
                    help="completion token limit (default 1024; embedded 200)")

@@ -68,7 +68,8 @@ def parse_pairs(reply: str, truncated: bool = False) -> list[tuple[str, str]]:
     """Question/answer pairs of a multi-turn reply.
 
     A question with no answer after it (the trailing incomplete block) is dropped; when the
-    teacher stopped at its token limit, the last answer may be cut, so its pair is dropped too.
+    teacher stopped at its token limit, the last answer is cut back to its last full sentence
+    (or dropped with its question when it has none).
     """
     segs = segments(reply)
     if not segs:
@@ -82,7 +83,9 @@ def parse_pairs(reply: str, truncated: bool = False) -> list[tuple[str, str]]:
             pairs.append((question, seg.text))
             question = None
     if truncated and pairs and segs[-1].role == "a":
-        pairs.pop()
+        question, answer = pairs.pop()
+        if ends := list(_SENTENCE_END.finditer(answer)):
+            pairs.append((question, answer[: ends[-1].end()].strip()))
     if not pairs:
         raise ReplyParseError("no complete question/answer pair in the reply")
     return pairs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,7 @@ class Summary:
     rejected: int = 0
     run: RunStats = field(default_factory=RunStats)
     cost: float | None = None
+    run_seconds: float = 0.0
 
 
 def _parse(unit: Unit, entry: Entry, split: str) -> dict[str, Any]:
@@ -121,7 +123,8 @@ def print_summary(summary: Summary, opts: GenerateOptions, stream: TextIO) -> No
     run = summary.run
     print(f"units: {summary.units}  done: {summary.done}  from ledger: {summary.from_ledger}  "
           f"failed: {summary.failed}  rejected: {summary.rejected}", file=stream)
-    print(f"this run: {run.answered} answered, {run.retries} retries; tokens: {run.prompt_tokens:,} prompt, "
+    rate = f" in {summary.run_seconds:.1f} s" if summary.run_seconds else ""
+    print(f"this run: {run.answered} answered{rate}, {run.retries} retries; tokens: {run.prompt_tokens:,} prompt, "
           f"{run.completion_tokens:,} completion", file=stream)
     if summary.cost is not None:
         print(f"cost: {summary.cost:,.4f}", file=stream)
@@ -149,7 +152,9 @@ def generate(scenes: Iterable[Scene], model: str, make_teacher: Callable[[], Tea
         todo = [u for u in units if u.key not in answered]
         summary = Summary(units=len(units), from_ledger=len(units) - len(todo))
         if todo:
+            started = time.perf_counter()
             summary.run = asyncio.run(_run(todo, ledger, make_teacher, opts))
+            summary.run_seconds = time.perf_counter() - started
         summary.cost = _cost(opts, summary.run.prompt_tokens, summary.run.completion_tokens)
         rejects: list[dict[str, Any]] = []
         write_records(opts.out, _assemble(units, ledger, opts.split, summary, rejects))

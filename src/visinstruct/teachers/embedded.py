@@ -25,6 +25,7 @@ from .base import Reply
 
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct-Q4_1"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SENTENCE_ENDS = (".", "!", "?", "。", "！", "？")
 _LABEL = re.compile(r"^([^\s:：]{1,24}[:：])", re.MULTILINE)
 
 
@@ -89,20 +90,46 @@ def reply_shape(messages: list[dict[str, str]], tokenizer: Any) -> Shape:
 @dataclass
 class _Row:
     shape: Shape
+    budget: int  # answer length (tokens) after which the line ends at the next sentence end
     queue: list[int] = field(default_factory=list)
     role: int = 0
     line_tokens: int = 0
     pairs: int = 0
     done: bool = False
+    at_sentence_end: bool = False
+
+
+@dataclass
+class Vocab:
+    """Token facts the format processor needs."""
+
+    newline: int
+    eos: int
+    newline_mask: Any  # every token holding a line break except the plain "\n"
+    sentence_end: Any  # tokens that end with . ! ? or their CJK forms
+
+    @classmethod
+    def of(cls, tokenizer: Any, size: int) -> Vocab:
+        import torch
+
+        pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        pieces += [""] * (size - len(pieces))
+        newline = tokenizer.encode("\n", add_special_tokens=False)[0]
+        mask = torch.tensor(["Ċ" in (p or "") for p in pieces])
+        mask[newline] = False
+        ends = [tokenizer.convert_tokens_to_string([p]).rstrip().endswith(SENTENCE_ENDS) if p else False
+                for p in pieces]
+        return cls(newline, tokenizer.eos_token_id, mask, torch.tensor(ends))
 
 
 class FormatProcessor:
     """A logits processor that keeps each row's reply in its labelled-lines format."""
 
-    def __init__(self, shapes: list[Shape], prompt_len: int, newline_id: int, newline_mask: Any,
-                 eos_id: int) -> None:
-        self.rows = [_Row(s, list(s.labels[0]) if s.labels else []) for s in shapes]
-        self.prompt_len, self.nl, self.nl_mask, self.eos = prompt_len, newline_id, newline_mask, eos_id
+    def __init__(self, shapes: list[Shape], max_tokens: list[int], prompt_len: int, vocab: Vocab) -> None:
+        self.rows = [_Row(s, max(24, m // (2 * s.max_pairs)), list(s.labels[0]) if s.labels else [])
+                     for s, m in zip(shapes, max_tokens, strict=True)]
+        self.prompt_len, self.vocab = prompt_len, vocab
+        self.nl, self.eos = vocab.newline, vocab.eos
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         started = input_ids.shape[1] > self.prompt_len
@@ -129,6 +156,7 @@ class FormatProcessor:
             row.line_tokens = 0
         else:
             row.line_tokens += 1
+            row.at_sentence_end = bool(self.vocab.sentence_end[last])
 
     def _mask(self, row: _Row, scores: Any) -> None:
         if row.queue:
@@ -137,7 +165,12 @@ class FormatProcessor:
             scores.fill_(float("-inf"))
             scores[keep] = value if value > float("-inf") else 0.0
             return
-        scores[self.nl_mask] = float("-inf")
+        if row.role == 1 and row.line_tokens >= row.budget and row.at_sentence_end:
+            end = self.eos if row.pairs + 1 >= row.shape.max_pairs else self.nl
+            scores.fill_(float("-inf"))
+            scores[end] = 0.0
+            return
+        scores[self.vocab.newline_mask] = float("-inf")
         if row.line_tokens < 3:
             scores[self.nl] = float("-inf")
         if row.role == 0 or row.line_tokens < 3:
@@ -189,11 +222,7 @@ class EmbeddedTeacher:
             tokenizer, model = load_model()
             tokenizer.padding_side = "left"
             model.eval()
-            vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-            self._nl = tokenizer.encode("\n", add_special_tokens=False)[0]
-            mask = torch.tensor(["Ċ" in (t or "") for t in vocab] + [False] * (model.config.vocab_size - len(vocab)))
-            mask[self._nl] = False
-            self._nl_mask = mask
+            self._vocab = Vocab.of(tokenizer, model.config.vocab_size)
             self._loaded = (tokenizer, model)
         return self._loaded
 
@@ -206,7 +235,7 @@ class EmbeddedTeacher:
         inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         shapes = [reply_shape(r["messages"], tokenizer) for r in requests]
         prompt_len = inputs["input_ids"].shape[1]
-        processor = FormatProcessor(shapes, prompt_len, self._nl, self._nl_mask, tokenizer.eos_token_id)
+        processor = FormatProcessor(shapes, [r["max_tokens"] for r in requests], prompt_len, self._vocab)
         first = requests[0]
         temperature = first.get("temperature") or 0.0
         sampling = {"do_sample": True, "temperature": temperature, "top_p": first.get("top_p") or 1.0} \
