@@ -81,6 +81,9 @@ def test_cli_reports_bad_input_without_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"{bad}:2: not valid JSON" in result.stderr
     assert "Traceback" not in result.stderr
+    bad.write_text('{"id": "1", "image": "a.jpg", "captions": ["x"]}\n{"id": "1", "image": "b.jpg", "captions": []}\n')
+    result = run_cli("generate", "--caps-boxes", str(bad), "--out", str(tmp_path / "o.json"), "--dry-run")
+    assert result.returncode == 2 and f"{bad}:2: duplicate id '1'" in result.stderr
     result = run_cli("generate", "--caps-boxes", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o.json"))
     assert result.returncode == 2 and "missing.jsonl: file not found" in result.stderr
     truncated = tmp_path / "captions.json"

@@ -181,6 +181,7 @@ def load_caps_boxes(path: Path, image_prefix: str = "", source: str = "") -> Ite
         handle = path.open("rb")
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
+    seen: set[str] = set()
     with handle:
         for n, line in enumerate(handle, start=1):
             if not line.strip():
@@ -189,4 +190,8 @@ def load_caps_boxes(path: Path, image_prefix: str = "", source: str = "") -> Ite
                 row = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
                 raise UserError(f"{path}:{n}: not valid JSON ({exc})") from None
-            yield _caps_boxes_row(row, f"{path}:{n}", image_prefix, source)
+            scene = _caps_boxes_row(row, f"{path}:{n}", image_prefix, source)
+            if scene.image_id in seen:
+                raise UserError(f"{path}:{n}: duplicate id {scene.image_id!r} (record ids would collide)")
+            seen.add(scene.image_id)
+            yield scene

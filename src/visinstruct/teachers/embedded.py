@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .base import Reply
+from .base import Reply, TeacherError
 
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct-Q4_1"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -205,9 +205,10 @@ class EmbeddedTeacher:
             try:
                 replies = await asyncio.to_thread(self._generate, [r for r, _ in batch])
             except Exception as exc:  # a model failure fails these units, not the run
+                error = TeacherError(f"embedded model error: {type(exc).__name__}: {exc}", retryable=False)
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(exc)
+                        future.set_exception(error)
                 continue
             for (_, future), reply in zip(batch, replies, strict=True):
                 if not future.done():
