@@ -42,6 +42,8 @@ def write_records(path: Path, records: Iterable[dict[str, Any]]) -> int:
     """Write records to a temporary file beside `path`, then rename: a reader never sees half a file."""
     fmt = output_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed while writing
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     count = 0
     with tmp.open("wb") as handle:
