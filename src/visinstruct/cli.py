@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
+from .boxes import pad_boxes_in_text
 from .engine.generate import GenerateOptions, generate, print_summary
 from .engine.units import Sampling
 from .errors import UserError
@@ -127,12 +128,30 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_pad_boxes(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pad-boxes", help="move every box in text (stdin → stdout) into the square-padded frame",
+                       description="Reads text on stdin and writes it to stdout with every normalized "
+                                   "[x1, y1, x2, y2] box moved into LLaVA-1.5's square-padded frame of a "
+                                   "WIDTH x HEIGHT image. Other bracketed numbers are left alone.")
+    p.add_argument("--width", type=_positive(float), required=True, help="image width in pixels")
+    p.add_argument("--height", type=_positive(float), required=True, help="image height in pixels")
+    p.set_defaults(func=run_pad_boxes)
+
+
+def run_pad_boxes(args: argparse.Namespace) -> int:
+    """`visinstruct pad-boxes` (the whole input is read first: a box may span lines)."""
+    text = sys.stdin.read()
+    sys.stdout.write(pad_boxes_in_text(text, args.width, args.height))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subcommand per stage."""
     parser = argparse.ArgumentParser(prog="visinstruct", description="Build LLaVA-format visual instruction data.")
     parser.add_argument("--version", action="version", version=f"visinstruct {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
+    _add_pad_boxes(sub)
     return parser
 
 

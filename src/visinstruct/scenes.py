@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from .boxes import format_box
 from .errors import UserError
 
 
@@ -34,11 +35,6 @@ class Scene:
     captions: list[str]
     boxes: list[Box] = field(default_factory=list)
     source: str = ""
-
-
-def format_box(bbox: list[float]) -> str:
-    """`[0.37, 0.584, 0.504, 0.709]`: the way LLaVA's teacher read boxes."""
-    return "[" + ", ".join(repr(float(v)) for v in bbox) + "]"
 
 
 def scene_text(scene: Scene, with_boxes: bool) -> str:
