@@ -34,13 +34,13 @@ def test_coco_scene_text_has_exactly_the_normalized_boxes(tmp_path: Path) -> Non
     assert [s.image_id for s in scenes] == ["000000000042", "000000000007"]
     dog = scenes[0]
     assert dog.image == "coco/val2014/COCO_val2014_000000000042.jpg"
-    assert scene_text(dog, with_boxes=True) == (
+    assert scene_text(dog, "full") == (
         "A dog runs on the beach.\nA brown dog near the sea.\n\n"
         "dog: [0.156, 0.25, 0.469, 0.562]\n"
         "person: [0.688, 0.584, 1.0, 1.0]")
-    assert scene_text(dog, with_boxes=False) == "A dog runs on the beach.\nA brown dog near the sea."
+    assert scene_text(dog, "captions") == "A dog runs on the beach.\nA brown dog near the sea."
     empty = scenes[1]
-    assert empty.boxes == [] and scene_text(empty, with_boxes=True) == "An empty white room."
+    assert empty.boxes == [] and scene_text(empty, "full") == "An empty white room."
 
 
 def test_caps_boxes_real_file(val80: Path) -> None:
@@ -50,7 +50,7 @@ def test_caps_boxes_real_file(val80: Path) -> None:
     assert sum(1 for s in scenes if not s.boxes) == 3
     first = scenes[0]
     assert first.image_id == "000000296284" and first.image == "000000296284.jpg"
-    assert scene_text(first, True).splitlines()[6] == "donut: [0.37, 0.584, 0.504, 0.709]"
+    assert scene_text(first, "full").splitlines()[6] == "donut: [0.37, 0.584, 0.504, 0.709]"
 
 
 @pytest.mark.parametrize("mutate, message", [

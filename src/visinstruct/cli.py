@@ -16,6 +16,7 @@ from .errors import UserError
 from .prompts import LANGS, TASKS
 from .scenes import Scene, load_caps_boxes, load_coco
 from .teachers.base import Teacher
+from .visual_genome import load_vg
 
 
 def _tasks(value: str) -> list[str]:
@@ -40,10 +41,13 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate LLaVA instruction data with a teacher model",
                        description="Turn annotations into teacher prompts, ask the teacher, write LLaVA records. "
                                    "Re-running the same command resumes from the ledger.")
-    src = p.add_argument_group("input (COCO files or a caps-boxes jsonl)")
+    src = p.add_argument_group("input (COCO files, a caps-boxes jsonl, or Visual Genome)")
     src.add_argument("--coco-captions", type=Path, help="COCO captions file (captions_*.json)")
     src.add_argument("--coco-instances", type=Path, help="COCO instances file (instances_*.json), for boxes")
     src.add_argument("--caps-boxes", type=Path, help="LLaVA caps-boxes jsonl (id, image, captions, instances)")
+    src.add_argument("--vg", type=Path, metavar="DIR",
+                     help="Visual Genome folder: image_data.json, objects.json, region_descriptions.json "
+                          "(+ attributes.json); with --coco-captions, COCO captions for images with a coco_id")
     src.add_argument("--image-prefix", default="", help="prefix of the 'image' path in records, e.g. coco/val2014/")
     src.add_argument("--source", help="value of the records' 'source' key (default: the input file's name)")
     src.add_argument("--limit", type=_positive(int), help="take only the first N scenes")
@@ -81,8 +85,12 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 
 
 def _scenes(args: argparse.Namespace) -> list[Scene]:
+    if args.vg:
+        if args.caps_boxes or args.coco_instances:
+            raise UserError("--vg takes only --coco-captions besides it (for images with a coco_id)")
+        return list(load_vg(args.vg, args.coco_captions, args.image_prefix, args.source or "visual_genome"))
     if bool(args.caps_boxes) == bool(args.coco_captions):
-        raise UserError("give either --coco-captions (with optional --coco-instances) or --caps-boxes")
+        raise UserError("give one input: --coco-captions (with optional --coco-instances), --caps-boxes or --vg")
     if args.coco_instances and not args.coco_captions:
         raise UserError("--coco-instances needs --coco-captions")
     if args.caps_boxes:

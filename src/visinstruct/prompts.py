@@ -17,8 +17,9 @@ from .scenes import Scene, scene_text
 
 LANGS = ("en", "ru", "zh")
 TASKS = ("conversation", "detail_description", "complex_reasoning")
-# LLaVA gave the conversation task captions only; the other two also read the boxes.
-TASK_USES_BOXES = {"conversation": False, "detail_description": True, "complex_reasoning": True}
+# What each task's teacher reads (see scenes.scene_text): LLaVA gave the conversation task captions
+# only, the other two captions and boxes; referring QA reads the boxed regions (SVIT).
+TASK_VIEW = {"conversation": "captions", "detail_description": "full", "complex_reasoning": "full"}
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def build_messages(pack: PromptPack, scene: Scene) -> list[dict[str, str]]:
     for example_scene, reply in pack.examples:
         messages.append({"role": "user", "content": example_scene})
         messages.append({"role": "assistant", "content": reply})
-    messages.append({"role": "user", "content": scene_text(scene, TASK_USES_BOXES[pack.task])})
+    messages.append({"role": "user", "content": scene_text(scene, TASK_VIEW[pack.task])})
     return messages
 
 

@@ -28,21 +28,40 @@ class Box:
 
 @dataclass
 class Scene:
-    """One image and its annotations."""
+    """One image and its annotations (regions: Visual Genome region phrases with their boxes)."""
 
     image_id: str
     image: str
     captions: list[str]
     boxes: list[Box] = field(default_factory=list)
     source: str = ""
+    regions: list[Box] = field(default_factory=list)
+    width: float | None = None
+    height: float | None = None
 
 
-def scene_text(scene: Scene, with_boxes: bool) -> str:
-    """Captions one per line; with boxes, a blank line and one `category: [box]` line per object."""
-    text = "\n".join(scene.captions)
-    if with_boxes and scene.boxes:
-        text += "\n\n" + "\n".join(f"{b.category}: {format_box(b.bbox)}" for b in scene.boxes)
-    return text
+VIEWS = ("captions", "full", "regions")
+
+
+def _lines(boxes: list[Box]) -> str:
+    return "\n".join(f"{b.category}: {format_box(b.bbox)}" for b in boxes)
+
+
+def scene_text(scene: Scene, view: str) -> str:
+    """What the teacher reads, by view; sections are separated by a blank line.
+
+    - `captions`: captions one per line (region phrases without boxes when there are no captions);
+    - `full`: captions, then one `name: [box]` line per object, then one per region;
+    - `regions`: the region and object lines only (for referring QA).
+    """
+    if view not in VIEWS:
+        raise ValueError(f"unknown scene view {view!r}")
+    captions = "\n".join(scene.captions or [r.category for r in scene.regions])
+    if view == "captions":
+        return captions
+    sections = [captions] if view == "full" else []
+    sections += [_lines(boxes) for boxes in (scene.boxes, scene.regions) if boxes]
+    return "\n\n".join(s for s in sections if s)
 
 
 def normalize_xywh(bbox: list[float], width: float, height: float) -> list[float]:
@@ -129,6 +148,11 @@ def _coco_boxes(path: Path, images: dict[Any, dict]) -> dict[Any, list[Box]]:
     return boxes
 
 
+def load_coco_captions(path: Path) -> dict[Any, list[str]]:
+    """COCO image id → its captions (for Visual Genome images that have a `coco_id`)."""
+    return _coco_captions(path, _coco_images(_load_json(path), path))
+
+
 def load_coco(captions_path: Path, instances_path: Path | None, image_prefix: str = "",
               source: str = "") -> Iterator[Scene]:
     """Scenes from official COCO files, in the captions file's image order.
@@ -142,7 +166,8 @@ def load_coco(captions_path: Path, instances_path: Path | None, image_prefix: st
     for image_id, img in images.items():
         if image_id in captions:
             yield Scene(_image_key(image_id), join_image(image_prefix, img["file_name"]),
-                        captions[image_id], boxes.get(image_id, []), source)
+                        captions[image_id], boxes.get(image_id, []), source,
+                        width=img["width"], height=img["height"])
 
 
 def _image_key(image_id: Any) -> str:
