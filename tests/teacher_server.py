@@ -43,6 +43,8 @@ FORMATS = {
 }
 QUESTIONS = {"en": "What is shown in the picture?", "ru": "Что изображено на снимке?", "zh": "图片里有什么？"}
 TOPIC = {"en": "Topic: the scene\n\n", "ru": "Тема: сцена\n\n", "zh": "主题：场景\n\n"}
+WHERE = {"en": ("Where is {ref}?", "{ref} is right there."), "ru": ("Где находится {ref}?", "{ref} находится здесь."),
+         "zh": ("{ref}在哪里？", "{ref}就在这里。")}
 TRAILING = {"en": "Question: And what else", "ru": "Вопрос: А что ещё", "zh": "问题：还有什么"}
 
 
@@ -69,11 +71,24 @@ def make_reply(body: dict) -> str:
         return f"{scene[0]} {scene[-1]}".strip() or "A picture."
     pick = int(request_hash(body)[:8], 16)
     fmt = FORMATS[lang][pick % len(FORMATS[lang])]
+    if "<st>" in first_example:
+        return referring_reply(scene, lang, fmt)
     text = TOPIC[lang] if pick % 3 == 0 else ""
     for n, caption in enumerate(scene[:3], start=1):
         text += fmt.format(n=n, q=f"{QUESTIONS[lang]} ({n})", a=caption or "—")
     if pick % 4 == 0:
         text += TRAILING[lang]
+    return text
+
+
+def referring_reply(scene: list[str], lang: str, fmt: str) -> str:
+    """Q&A that mark the scene's first two boxed lines; a name with "broken" gets an unclosed tag."""
+    text = ""
+    for n, line in enumerate([x for x in scene if ": [" in x][:2], start=1):
+        name, box = line.rsplit(": ", 1)
+        ref = f"<st>{name} {box}" if "broken" in name else f"<st>{name}<ed> {box}"
+        question, answer = WHERE[lang]
+        text += fmt.format(n=n, q=question.format(ref=ref), a=answer.format(ref=ref))
     return text
 
 

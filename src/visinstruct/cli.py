@@ -13,7 +13,7 @@ from .boxes import pad_boxes_in_text
 from .engine.generate import GenerateOptions, generate, print_summary
 from .engine.units import Sampling
 from .errors import UserError
-from .prompts import LANGS, TASKS
+from .prompts import DEFAULT_TASKS, LANGS, TASKS
 from .scenes import Scene, load_caps_boxes, load_coco
 from .teachers.base import Teacher
 from .visual_genome import load_vg
@@ -53,7 +53,11 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--limit", type=_positive(int), help="take only the first N scenes")
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, required=True, help="output file, .json (a list) or .jsonl")
-    out.add_argument("--tasks", type=_tasks, default=list(TASKS), help=f"comma-separated, from {','.join(TASKS)}")
+    out.add_argument("--tasks", type=_tasks, default=list(DEFAULT_TASKS),
+                     help=f"comma-separated, from {','.join(TASKS)} (default: all but referring_qa)")
+    out.add_argument("--referring-style", choices=("native", "llava15"), default="native",
+                     help="referring_qa output: native <st>name<ed> [box] markup, or llava15 (tags removed, "
+                          "boxes in the square-padded frame, a format instruction after each question)")
     out.add_argument("--lang", choices=LANGS, default="en", help="language of the generated data")
     out.add_argument("--samples-per-image", type=_positive(int), default=1, help="units per scene and task")
     out.add_argument("--split", choices=("train", "val"), default="train",
@@ -129,6 +133,7 @@ def run_generate(args: argparse.Namespace) -> int:
                           args.max_tokens or max_tokens),
         concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, retries=args.retries, backoff=args.backoff,
         price_in=args.price_in, price_out=args.price_out, dry_run=args.dry_run,
+        referring_style=args.referring_style,
         progress=False if args.no_progress else None)
     summary = generate(scenes, model, factory, opts)
     if not args.dry_run:

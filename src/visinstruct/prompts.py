@@ -16,10 +16,12 @@ from .errors import UserError
 from .scenes import Scene, scene_text
 
 LANGS = ("en", "ru", "zh")
-TASKS = ("conversation", "detail_description", "complex_reasoning")
+TASKS = ("conversation", "detail_description", "complex_reasoning", "referring_qa")
+DEFAULT_TASKS = ("conversation", "detail_description", "complex_reasoning")
 # What each task's teacher reads (see scenes.scene_text): LLaVA gave the conversation task captions
 # only, the other two captions and boxes; referring QA reads the boxed regions (SVIT).
-TASK_VIEW = {"conversation": "captions", "detail_description": "full", "complex_reasoning": "full"}
+TASK_VIEW = {"conversation": "captions", "detail_description": "full", "complex_reasoning": "full",
+             "referring_qa": "regions"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class PromptPack:
     answer_label: str
     max_pairs: int
     instructions: tuple[str, ...]
+    format_instructions: tuple[str, ...] = ()
 
 
 @cache
@@ -49,6 +52,7 @@ def load_pack(task: str, lang: str) -> PromptPack:
         examples=tuple((ex["scene"], ex["reply"]) for ex in raw["examples"]),
         question_label=raw["labels"]["question"], answer_label=raw["labels"]["answer"],
         max_pairs=int(raw.get("max_pairs", 1)), instructions=tuple(raw.get("instructions", ())),
+        format_instructions=tuple(raw.get("format_instructions", ())),
     )
 
 
@@ -65,6 +69,11 @@ def build_messages(pack: PromptPack, scene: Scene) -> list[dict[str, str]]:
 def seeded_index(key: str, n: int) -> int:
     """A stable choice in range(n) derived from `key` (same key → same choice on every run)."""
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % n
+
+
+def format_instruction(pack: PromptPack, unit_id: str, turn: int) -> str:
+    """The response-format instruction appended to a referring question (LLaVA-1.5 style), seeded."""
+    return pack.format_instructions[seeded_index(f"{unit_id}:{turn}", len(pack.format_instructions))]
 
 
 def detail_instruction(pack: PromptPack, unit_id: str) -> str:

@@ -12,8 +12,9 @@ from typing import Any, TextIO
 
 from ..errors import UserError
 from ..parse import ReplyParseError, parse_description, parse_pairs
-from ..prompts import detail_instruction
+from ..prompts import detail_instruction, format_instruction
 from ..records import make_record, output_format, write_records
+from ..referring import check_pairs, to_llava15
 from ..scenes import Scene
 from ..teachers.base import Teacher
 from .ledger import Entry, Ledger
@@ -43,6 +44,7 @@ class GenerateOptions:
     price_out: float | None = None
     dry_run: bool = False
     progress: bool | None = None
+    referring_style: str = "native"
 
     @property
     def ledger_path(self) -> Path:
@@ -69,17 +71,28 @@ class Summary:
     run_seconds: float = 0.0
 
 
-def _parse(unit: Unit, entry: Entry, split: str) -> dict[str, Any]:
+def _referring(unit: Unit, pairs: list[tuple[str, str]], style: str) -> list[tuple[str, str]]:
+    check_pairs(pairs)
+    if style == "native":
+        return pairs
+    width, height = unit.scene.width, unit.scene.height
+    return [(f"{to_llava15(q, width, height)} {format_instruction(unit.pack, unit.unit_id, i)}",
+             to_llava15(a, width, height)) for i, (q, a) in enumerate(pairs)]
+
+
+def _parse(unit: Unit, entry: Entry, split: str, referring_style: str = "native") -> dict[str, Any]:
     truncated = entry.finish_reason == "length"
     if unit.pack.task == "detail_description":
         pairs = [(detail_instruction(unit.pack, unit.unit_id), parse_description(entry.reply or "", truncated))]
     else:
         pairs = parse_pairs(entry.reply or "", truncated)
+    if unit.pack.task == "referring_qa":
+        pairs = _referring(unit, pairs, referring_style)
     return make_record(unit.unit_id, unit.scene.image, pairs, split, unit.pack.task, unit.pack.lang,
                        unit.scene.source)
 
 
-def _assemble(units: list[Unit], ledger: Ledger, split: str, summary: Summary,
+def _assemble(units: list[Unit], ledger: Ledger, opts: GenerateOptions, summary: Summary,
               rejects: list[dict[str, Any]]) -> Iterable[dict[str, Any]]:
     """Records for every answered unit that parses; everything else goes to `rejects`."""
     for unit in units:
@@ -90,13 +103,21 @@ def _assemble(units: list[Unit], ledger: Ledger, split: str, summary: Summary,
             rejects.append({"id": unit.unit_id, "status": "failed", "reason": reason})
             continue
         try:
-            record = _parse(unit, entry, split)
+            record = _parse(unit, entry, opts.split, opts.referring_style)
         except ReplyParseError as exc:
             summary.rejected += 1
             rejects.append({"id": unit.unit_id, "status": "rejected", "reason": str(exc), "reply": entry.reply})
             continue
         summary.done += 1
         yield record
+
+
+def _check_sizes(scenes: list[Scene], opts: GenerateOptions) -> None:
+    if "referring_qa" in opts.tasks and opts.referring_style == "llava15":
+        unsized = next((s for s in scenes if not (s.width and s.height)), None)
+        if unsized is not None:
+            raise UserError(f"--referring-style llava15 needs each image's size to pad boxes; scene {unsized.image_id} "
+                            "has none (use --coco-captions/--coco-instances or --vg input)")
 
 
 def _cost(opts: GenerateOptions, prompt_tokens: float, completion_tokens: float) -> float | None:
@@ -142,6 +163,7 @@ def generate(scenes: Iterable[Scene], model: str, make_teacher: Callable[[], Tea
     except ValueError as exc:
         raise UserError(str(exc)) from None
     scenes = list(scenes)[: opts.limit] if opts.limit is not None else list(scenes)
+    _check_sizes(scenes, opts)
     units = list(make_units(scenes, opts.tasks, opts.lang, opts.samples, model, opts.sampling))
     ledger = Ledger(opts.ledger_path)
     try:
@@ -157,7 +179,7 @@ def generate(scenes: Iterable[Scene], model: str, make_teacher: Callable[[], Tea
             summary.run_seconds = time.perf_counter() - started
         summary.cost = _cost(opts, summary.run.prompt_tokens, summary.run.completion_tokens)
         rejects: list[dict[str, Any]] = []
-        write_records(opts.out, _assemble(units, ledger, opts.split, summary, rejects))
+        write_records(opts.out, _assemble(units, ledger, opts, summary, rejects))
         write_records(opts.rejects_path, rejects)
         return summary
     finally:

@@ -64,6 +64,8 @@ def make_units(scenes: Iterable[Scene], tasks: list[str], lang: str, samples: in
              for p in packs}
     for scene in scenes:
         for pack in packs:
+            if pack.task == "referring_qa" and not (scene.boxes or scene.regions):
+                continue  # nothing to refer to
             messages = build_messages(pack, scene)
             for sample in range(samples):
                 unit_id = f"{scene.image_id}-{pack.task}-{sample}"
