@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import hashlib
 import random
 import re
@@ -64,7 +65,10 @@ def make_reply(body: dict) -> str:
     """A well-formed reply in the request's language, in a format picked by the request hash."""
     messages = body["messages"]
     lang = language(messages[0]["content"])
-    scene = messages[-1]["content"].split("\n")
+    last = messages[-1]["content"]
+    if isinstance(last, list):  # a VLM request: text + image
+        return vlm_reply(messages[0]["content"], lang)
+    scene = last.split("\n")
     first_example = next((m["content"] for m in messages if m["role"] == "assistant"), "")
     is_qa = bool(re.match(r"^(Question|Вопрос|问题)[:：]", first_example))
     if not is_qa:
@@ -79,6 +83,22 @@ def make_reply(body: dict) -> str:
     if pick % 4 == 0:
         text += TRAILING[lang]
     return text
+
+
+def vlm_reply(system: str, lang: str) -> str:
+    """Six Q&A rounds when the system message asks for labelled turns (to test the 5-round cap), else a caption."""
+    if not re.search(r"Question:|Вопрос:|问题：", system):
+        return {"en": "A photo. The sign reads \"OPEN\".", "ru": "Фотография. На вывеске написано «OPEN».",
+                "zh": "一张照片。招牌上写着“OPEN”。"}[lang]
+    fmt = FORMATS[lang][0]
+    return "".join(fmt.format(n=n, q=f"{QUESTIONS[lang]} ({n})", a=f"{n}.") for n in range(1, 7))
+
+
+def decode_data_url(url: str) -> tuple[str, bytes]:
+    """(mime type, bytes) of a base64 data URL."""
+    head, _, payload = url.partition(",")
+    assert head.startswith("data:") and head.endswith(";base64"), head[:40]
+    return head[5:-7], base64.b64decode(payload)
 
 
 def referring_reply(scene: list[str], lang: str, fmt: str) -> str:
@@ -104,6 +124,7 @@ class TeacherServer:
     received: list[str] = field(default_factory=list)
     headers_seen: list[dict] = field(default_factory=list)
     faults: dict[str, int] = field(default_factory=dict)
+    images: list[tuple[str, bytes]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -114,6 +135,10 @@ class TeacherServer:
         key = request_hash(body)
         self.received.append(key)
         self.headers_seen.append(dict(request.headers))
+        last = body["messages"][-1]["content"]
+        if isinstance(last, list):
+            url = next(part["image_url"]["url"] for part in last if part.get("type") == "image_url")
+            self.images.append(decode_data_url(url))
         if self._log:
             self._log.write(key + "\n")
         if self.latency:

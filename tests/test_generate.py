@@ -143,10 +143,16 @@ def _start_server(tmp_path: Path, log: Path, latency: float) -> tuple[subprocess
 
 
 def _answered(ledger: Path) -> set[str]:
-    if not ledger.exists():
-        return set()
-    with sqlite3.connect(ledger) as db:
-        return {row[0] for row in db.execute("SELECT key FROM units WHERE status = 'answered'")}
+    """Answered keys, read while another process may be writing (a busy database is read again)."""
+    for _ in range(50):
+        if not ledger.exists():
+            return set()
+        try:
+            with sqlite3.connect(ledger, timeout=5) as db:
+                return {row[0] for row in db.execute("SELECT key FROM units WHERE status = 'answered'")}
+        except sqlite3.OperationalError:  # the writer is creating the schema or holds a lock
+            time.sleep(0.05)
+    raise AssertionError(f"{ledger} stayed unreadable")
 
 
 def test_sigkill_midway_then_resume(tmp_path: Path, val80: Path) -> None:

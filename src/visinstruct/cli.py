@@ -11,9 +11,10 @@ from pathlib import Path
 from . import __version__
 from .boxes import pad_boxes_in_text
 from .engine.generate import GenerateOptions, generate, print_summary
-from .engine.units import Sampling
+from .engine.units import ImageOptions, Sampling
 from .errors import UserError
-from .prompts import DEFAULT_TASKS, LANGS, TASKS
+from .images import image_scenes
+from .prompts import DEFAULT_TASKS, LANGS, MODES, TASKS, VLM_TASKS
 from .scenes import Scene, load_caps_boxes, load_coco
 from .teachers.base import Teacher
 from .visual_genome import load_vg
@@ -21,10 +22,21 @@ from .visual_genome import load_vg
 
 def _tasks(value: str) -> list[str]:
     tasks = [t.strip() for t in value.split(",") if t.strip()]
-    unknown = [t for t in tasks if t not in TASKS]
+    known = set(TASKS) | set(VLM_TASKS)
+    unknown = [t for t in tasks if t not in known]
     if unknown or not tasks:
         raise argparse.ArgumentTypeError(
-            f"unknown task(s) {', '.join(unknown) or value!r}; choose from {', '.join(TASKS)}")
+            f"unknown task(s) {', '.join(unknown) or value!r}; choose from {', '.join(sorted(known))}")
+    return tasks
+
+
+def _check_tasks(tasks: list[str] | None, mode: str) -> list[str]:
+    allowed = MODES[mode]
+    if tasks is None:
+        return list(DEFAULT_TASKS if mode == "text" else VLM_TASKS)
+    wrong = [t for t in tasks if t not in allowed]
+    if wrong:
+        raise UserError(f"task(s) {', '.join(wrong)} are not {mode}-mode tasks; choose from {', '.join(allowed)}")
     return tasks
 
 
@@ -48,13 +60,22 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--vg", type=Path, metavar="DIR",
                      help="Visual Genome folder: image_data.json, objects.json, region_descriptions.json "
                           "(+ attributes.json); with --coco-captions, COCO captions for images with a coco_id")
+    src.add_argument("--images", type=Path, metavar="PATH",
+                     help="VLM mode: a folder of images (recursive) or a text file listing image paths")
+    src.add_argument("--mode", choices=("text", "vlm"), default=None,
+                     help="text: the teacher reads annotations; vlm: it sees the image (default: vlm with --images)")
+    src.add_argument("--max-side", type=_positive(int), default=1024,
+                     help="vlm: downscale so the long side is at most this (default 1024)")
+    src.add_argument("--max-pixels", type=_positive(int), default=100_000_000,
+                     help="vlm: refuse images with more pixels than this, before decoding (default 100M)")
     src.add_argument("--image-prefix", default="", help="prefix of the 'image' path in records, e.g. coco/val2014/")
     src.add_argument("--source", help="value of the records' 'source' key (default: the input file's name)")
     src.add_argument("--limit", type=_positive(int), help="take only the first N scenes")
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, required=True, help="output file, .json (a list) or .jsonl")
-    out.add_argument("--tasks", type=_tasks, default=list(DEFAULT_TASKS),
-                     help=f"comma-separated, from {','.join(TASKS)} (default: all but referring_qa)")
+    out.add_argument("--tasks", type=_tasks, default=None,
+                     help=f"comma-separated; text mode: {','.join(TASKS)} (default: all but referring_qa); "
+                          f"vlm mode: {','.join(VLM_TASKS)} (default: all)")
     out.add_argument("--referring-style", choices=("native", "llava15"), default="native",
                      help="referring_qa output: native <st>name<ed> [box] markup, or llava15 (tags removed, "
                           "boxes in the square-padded frame, a format instruction after each question)")
@@ -89,6 +110,12 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 
 
 def _scenes(args: argparse.Namespace) -> list[Scene]:
+    if args.mode == "vlm":
+        if not args.images or args.vg or args.caps_boxes or args.coco_captions:
+            raise UserError("--mode vlm takes its images from --images (a folder or a list file) alone")
+        return image_scenes(args.images, args.image_prefix, args.source or args.images.stem)
+    if args.images:
+        raise UserError("--images needs --mode vlm")
     if args.vg:
         if args.caps_boxes or args.coco_instances:
             raise UserError("--vg takes only --coco-captions besides it (for images with a coco_id)")
@@ -124,16 +151,21 @@ def _teacher(args: argparse.Namespace) -> tuple[str, Callable[[], Teacher], int,
 
 def run_generate(args: argparse.Namespace) -> int:
     """`visinstruct generate`."""
+    args.mode = args.mode or ("vlm" if args.images else "text")
+    tasks = _check_tasks(args.tasks, args.mode)
     scenes = _scenes(args)
+    if args.mode == "vlm" and not args.base_url:
+        raise UserError("--mode vlm needs a VLM server (--base-url, --model): the embedded teacher reads text only")
     model, factory, max_tokens, temperature = _teacher(args)
     opts = GenerateOptions(
-        out=args.out, tasks=args.tasks, lang=args.lang, split=args.split, samples=args.samples_per_image,
+        out=args.out, tasks=tasks, lang=args.lang, split=args.split, samples=args.samples_per_image,
         limit=args.limit, ledger=args.ledger,
         sampling=Sampling(args.temperature if args.temperature is not None else temperature, args.top_p,
                           args.max_tokens or max_tokens),
         concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, retries=args.retries, backoff=args.backoff,
         price_in=args.price_in, price_out=args.price_out, dry_run=args.dry_run,
-        referring_style=args.referring_style,
+        referring_style=args.referring_style, mode=args.mode,
+        images=ImageOptions(args.max_side, args.max_pixels),
         progress=False if args.no_progress else None)
     summary = generate(scenes, model, factory, opts)
     if not args.dry_run:

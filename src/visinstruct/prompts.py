@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Any
 
 from .errors import UserError
 from .scenes import Scene, scene_text
@@ -18,6 +19,9 @@ from .scenes import Scene, scene_text
 LANGS = ("en", "ru", "zh")
 TASKS = ("conversation", "detail_description", "complex_reasoning", "referring_qa")
 DEFAULT_TASKS = ("conversation", "detail_description", "complex_reasoning")
+# A VLM teacher sees the pixels instead of annotations (llava-instruct-zh-600k style).
+VLM_TASKS = ("dialogue", "complex_reasoning", "captioning")
+MODES = {"text": TASKS, "vlm": VLM_TASKS}
 # What each task's teacher reads (see scenes.scene_text): LLaVA gave the conversation task captions
 # only, the other two captions and boxes; referring QA reads the boxed regions (SVIT).
 TASK_VIEW = {"conversation": "captions", "detail_description": "full", "complex_reasoning": "full",
@@ -37,32 +41,40 @@ class PromptPack:
     max_pairs: int
     instructions: tuple[str, ...]
     format_instructions: tuple[str, ...] = ()
+    mode: str = "text"
+    user: str = ""  # vlm: the text sent with the image
 
 
 @cache
-def load_pack(task: str, lang: str) -> PromptPack:
-    """Read `prompt_packs/<lang>/<task>.json` shipped inside the package."""
-    if task not in TASKS:
-        raise UserError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+def load_pack(task: str, lang: str, mode: str = "text") -> PromptPack:
+    """Read `prompt_packs/<lang>/<task>.json` (vlm mode: `vlm_<task>.json`) shipped inside the package."""
+    tasks = MODES.get(mode, ())
+    if task not in tasks:
+        raise UserError(f"unknown {mode} task {task!r}; choose from {', '.join(tasks)}")
     if lang not in LANGS:
         raise UserError(f"unknown language {lang!r}; choose from {', '.join(LANGS)}")
-    raw = json.loads(resources.files(__package__).joinpath("prompt_packs", lang, f"{task}.json").read_text("utf-8"))
+    name = f"{task}.json" if mode == "text" else f"vlm_{task}.json"
+    raw = json.loads(resources.files(__package__).joinpath("prompt_packs", lang, name).read_text("utf-8"))
     return PromptPack(
         task=task, lang=lang, system=raw["system"],
         examples=tuple((ex["scene"], ex["reply"]) for ex in raw["examples"]),
         question_label=raw["labels"]["question"], answer_label=raw["labels"]["answer"],
         max_pairs=int(raw.get("max_pairs", 1)), instructions=tuple(raw.get("instructions", ())),
-        format_instructions=tuple(raw.get("format_instructions", ())),
+        format_instructions=tuple(raw.get("format_instructions", ())), mode=mode, user=raw.get("user", ""),
     )
 
 
-def build_messages(pack: PromptPack, scene: Scene) -> list[dict[str, str]]:
-    """System message, few-shot user/assistant pairs, then this scene as the last user turn."""
-    messages = [{"role": "system", "content": pack.system}]
+def build_messages(pack: PromptPack, scene: Scene, image_url: str | None = None) -> list[dict[str, Any]]:
+    """System message, few-shot user/assistant pairs, then this scene (or the image) as the last user turn."""
+    messages: list[dict[str, Any]] = [{"role": "system", "content": pack.system}]
     for example_scene, reply in pack.examples:
         messages.append({"role": "user", "content": example_scene})
         messages.append({"role": "assistant", "content": reply})
-    messages.append({"role": "user", "content": scene_text(scene, TASK_VIEW[pack.task])})
+    if pack.mode == "vlm":
+        content: Any = [{"type": "text", "text": pack.user}, {"type": "image_url", "image_url": {"url": image_url}}]
+    else:
+        content = scene_text(scene, TASK_VIEW[pack.task])
+    messages.append({"role": "user", "content": content})
     return messages
 
 

@@ -38,6 +38,7 @@ class Scene:
     regions: list[Box] = field(default_factory=list)
     width: float | None = None
     height: float | None = None
+    file: Path | None = None  # the image itself, for a VLM teacher
 
 
 VIEWS = ("captions", "full", "regions")

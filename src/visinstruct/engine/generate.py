@@ -20,7 +20,7 @@ from ..teachers.base import Teacher
 from .ledger import Entry, Ledger
 from .limits import Limits
 from .runner import Runner, RunStats
-from .units import Sampling, Unit, make_units
+from .units import ImageOptions, Sampling, Unit, make_units
 
 
 @dataclass
@@ -45,6 +45,8 @@ class GenerateOptions:
     dry_run: bool = False
     progress: bool | None = None
     referring_style: str = "native"
+    mode: str = "text"
+    images: ImageOptions = field(default_factory=ImageOptions)
 
     @property
     def ledger_path(self) -> Path:
@@ -82,10 +84,12 @@ def _referring(unit: Unit, pairs: list[tuple[str, str]], style: str) -> list[tup
 
 def _parse(unit: Unit, entry: Entry, split: str, referring_style: str = "native") -> dict[str, Any]:
     truncated = entry.finish_reason == "length"
-    if unit.pack.task == "detail_description":
+    if unit.pack.task in ("detail_description", "captioning"):
         pairs = [(detail_instruction(unit.pack, unit.unit_id), parse_description(entry.reply or "", truncated))]
     else:
         pairs = parse_pairs(entry.reply or "", truncated)
+    if unit.pack.task == "dialogue":
+        pairs = pairs[: unit.pack.max_pairs]  # at most 5 rounds
     if unit.pack.task == "referring_qa":
         pairs = _referring(unit, pairs, referring_style)
     return make_record(unit.unit_id, unit.scene.image, pairs, split, unit.pack.task, unit.pack.lang,
@@ -142,8 +146,9 @@ def dry_run(units: list[Unit], answered: set[str], opts: GenerateOptions, stream
 def print_summary(summary: Summary, opts: GenerateOptions, stream: TextIO) -> None:
     """The end-of-run report."""
     run = summary.run
+    bad = f" ({run.bad_images} with a bad image)" if run.bad_images else ""
     print(f"units: {summary.units}  done: {summary.done}  from ledger: {summary.from_ledger}  "
-          f"failed: {summary.failed}  rejected: {summary.rejected}", file=stream)
+          f"failed: {summary.failed}{bad}  rejected: {summary.rejected}", file=stream)
     rate = f" in {summary.run_seconds:.1f} s" if summary.run_seconds else ""
     print(f"this run: {run.answered} answered{rate}, {run.retries} retries; tokens: {run.prompt_tokens:,} prompt, "
           f"{run.completion_tokens:,} completion", file=stream)
@@ -164,7 +169,8 @@ def generate(scenes: Iterable[Scene], model: str, make_teacher: Callable[[], Tea
         raise UserError(str(exc)) from None
     scenes = list(scenes)[: opts.limit] if opts.limit is not None else list(scenes)
     _check_sizes(scenes, opts)
-    units = list(make_units(scenes, opts.tasks, opts.lang, opts.samples, model, opts.sampling))
+    units = list(make_units(scenes, opts.tasks, opts.lang, opts.samples, model, opts.sampling, opts.mode,
+                            opts.images))
     ledger = Ledger(opts.ledger_path)
     try:
         answered = ledger.answered_keys()

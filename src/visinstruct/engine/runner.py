@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
+from ..images import ImageError
 from ..teachers.base import Teacher, TeacherError
 from .ledger import Ledger
 from .limits import Limits
@@ -24,6 +25,7 @@ class RunStats:
 
     answered: int = 0
     failed: int = 0
+    bad_images: int = 0
     retries: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -63,12 +65,28 @@ class Runner:
             return min(error.retry_after, MAX_RETRY_AFTER_S)
         return random.uniform(0.5, 1.0) * min(MAX_BACKOFF_S, self.backoff * 2**attempt)
 
+    async def _request(self, unit: Unit) -> dict | None:
+        """The request to send: with the image's data URL in VLM mode (None when the image is bad)."""
+        if unit.scene.file is None:
+            return unit.request
+        try:
+            return await asyncio.to_thread(unit.with_image)
+        except ImageError as error:
+            self.ledger.record_failure(unit.key, unit.unit_id, unit.request,
+                                       f"bad image {unit.scene.file}: {error}", 0)
+            self.stats.failed += 1
+            self.stats.bad_images += 1
+            return None
+
     async def _one(self, unit: Unit) -> None:
+        request = await self._request(unit)
+        if request is None:
+            return
         estimate = unit.prompt_estimate + unit.request["max_tokens"]
         for attempt in range(self.retries + 1):
             await self.limits.acquire(estimate)
             try:
-                reply = await self.teacher.complete(unit.request)
+                reply = await self.teacher.complete(request)
             except TeacherError as error:
                 self.limits.settle(estimate, 0)
                 if not error.retryable or attempt == self.retries:

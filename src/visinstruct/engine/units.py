@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from ..images import DEFAULT_MAX_PIXELS, estimate_image_tokens, fingerprint, prepare_image
 from ..prompts import PromptPack, build_messages, load_pack, seeded_index
 from ..scenes import Scene
 
@@ -33,6 +34,16 @@ class Unit:
     sample: int
     request: dict[str, Any]
     prompt_estimate: int
+    max_side: int = 1024
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def with_image(self) -> dict[str, Any]:
+        """The request with the image placeholder replaced by the prepared image's data URL."""
+        prepared = prepare_image(self.scene.file, self.max_side, self.max_pixels)
+        *head, last = self.request["messages"]
+        text, image = last["content"]
+        image = {"type": "image_url", "image_url": {"url": prepared.data_url()}}
+        return {**self.request, "messages": [*head, {**last, "content": [text, image]}]}
 
 
 def estimate_tokens(text: str) -> int:
@@ -56,19 +67,38 @@ def _request(model: str, messages: list[dict[str, str]], sampling: Sampling, see
     return request
 
 
-def make_units(scenes: Iterable[Scene], tasks: list[str], lang: str, samples: int,
-               model: str, sampling: Sampling) -> Iterator[Unit]:
-    """Every unit, scene by scene, in a stable order."""
-    packs = [load_pack(task, lang) for task in tasks]
+@dataclass
+class ImageOptions:
+    """How images are prepared for a VLM teacher."""
+
+    max_side: int = 1024
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+def _last_turn(scene: Scene, pack: PromptPack, images: ImageOptions) -> tuple[list[dict[str, Any]], int]:
+    """The messages for one scene and the estimated tokens of the last user turn."""
+    if pack.mode != "vlm":
+        messages = build_messages(pack, scene)
+        return messages, estimate_tokens(messages[-1]["content"]) + 4
+    placeholder = f"visinstruct-image:{fingerprint(scene.file)}:{images.max_side}"
+    tokens = estimate_tokens(pack.user) + estimate_image_tokens(scene.file, images.max_side) + 4
+    return build_messages(pack, scene, placeholder), tokens
+
+
+def make_units(scenes: Iterable[Scene], tasks: list[str], lang: str, samples: int, model: str, sampling: Sampling,
+               mode: str = "text", images: ImageOptions | None = None) -> Iterator[Unit]:
+    """Every unit, scene by scene, in a stable order. VLM requests hold an image placeholder (hash of its bytes)."""
+    images = images or ImageOptions()
+    packs = [load_pack(task, lang, mode) for task in tasks]
     fixed = {p.task: sum(estimate_tokens(m["content"]) + 4 for m in build_messages(p, Scene("", "", []))[:-1])
              for p in packs}
     for scene in scenes:
         for pack in packs:
             if pack.task == "referring_qa" and not (scene.boxes or scene.regions):
                 continue  # nothing to refer to
-            messages = build_messages(pack, scene)
+            messages, last_tokens = _last_turn(scene, pack, images)
             for sample in range(samples):
                 unit_id = f"{scene.image_id}-{pack.task}-{sample}"
                 request = _request(model, messages, sampling, seeded_index(unit_id, 2**31))
-                estimate = fixed[pack.task] + estimate_tokens(messages[-1]["content"]) + 4
-                yield Unit(unit_id, request_key(request), scene, pack, sample, request, estimate)
+                yield Unit(unit_id, request_key(request), scene, pack, sample, request,
+                           fixed[pack.task] + last_tokens, images.max_side, images.max_pixels)
