@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .boxes import pad_boxes_in_text
+from .convert.run import FORMATS, ConvertOptions, convert
 from .engine.generate import GenerateOptions, generate, print_summary
 from .engine.units import ImageOptions, Sampling
 from .errors import UserError
@@ -190,6 +191,34 @@ def run_pad_boxes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="convert between LLaVA json/jsonl, HF parquet, messages, WebDataset, SVIT",
+                       description="Routes: parquet→llava, llava→parquet, llava→messages, messages→llava, "
+                                   "llava→wds, svit→llava (LLaVA-1.5). The input format is detected when --from "
+                                   "is not given. Images are copied as bytes, never re-encoded.")
+    p.add_argument("input", type=Path, help="input file (or a folder of parquet shards)")
+    p.add_argument("output", type=Path, help="output file (.json/.jsonl/.parquet) or folder (parquet shards, wds)")
+    p.add_argument("--to", required=True, choices=FORMATS, help="output format")
+    p.add_argument("--from", dest="source_format", choices=FORMATS, help="input format (default: detected)")
+    p.add_argument("--image-root", type=Path, help="folder the records' image paths are relative to "
+                                                    "(default: the input's folder)")
+    p.add_argument("--images-out", type=Path, help="parquet→llava: where images are written "
+                                                    "(default: <output folder>/images)")
+    p.add_argument("--workers", type=_positive(int), default=1, help="parquet→llava: processes (default 1)")
+    p.add_argument("--shard-size", type=_positive(int), help="rows per parquet shard (5000) or tar shard (1000)")
+    p.add_argument("--image-data", type=Path, help="svit→llava: Visual Genome image_data.json for image sizes")
+    p.set_defaults(func=run_convert)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """`visinstruct convert`."""
+    opts = ConvertOptions(args.to, args.source_format, args.image_root, args.images_out, args.workers,
+                          args.shard_size, args.image_data)
+    count = convert(args.input, args.output, opts)
+    print(f"wrote {count} records to {args.output}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subcommand per stage."""
     parser = argparse.ArgumentParser(prog="visinstruct", description="Build LLaVA-format visual instruction data.")
@@ -197,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
     _add_pad_boxes(sub)
+    _add_convert(sub)
     return parser
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import ijson
 import orjson
+
+from .errors import UserError
 
 IMAGE_TOKEN = "<image>"
 
@@ -35,7 +38,7 @@ def output_format(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in (".json", ".jsonl"):
         return suffix[1:]
-    raise ValueError(f"{path}: output must end in .json or .jsonl")
+    raise UserError(f"{path}: expected a .json or .jsonl file")
 
 
 def write_records(path: Path, records: Iterable[dict[str, Any]]) -> int:
@@ -46,20 +49,48 @@ def write_records(path: Path, records: Iterable[dict[str, Any]]) -> int:
         stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     count = 0
-    with tmp.open("wb") as handle:
-        if fmt == "json":
-            handle.write(b"[")
-        for record in records:
-            line = orjson.dumps(record)
+    try:
+        with tmp.open("wb") as handle:
             if fmt == "json":
-                handle.write(b"\n" if count == 0 else b",\n")
-            handle.write(line)
-            if fmt == "jsonl":
-                handle.write(b"\n")
-            count += 1
-        if fmt == "json":
-            handle.write(b"\n]\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+                handle.write(b"[")
+            for record in records:
+                line = orjson.dumps(record)
+                if fmt == "json":
+                    handle.write(b"\n" if count == 0 else b",\n")
+                handle.write(line)
+                if fmt == "jsonl":
+                    handle.write(b"\n")
+                count += 1
+            if fmt == "json":
+                handle.write(b"\n]\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write leaves neither a finished-looking file nor debris
+        raise
     os.replace(tmp, path)
     return count
+
+
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """Records from a .json list (streamed with ijson) or .jsonl; errors name the file and the record."""
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    with handle:
+        if output_format(path) == "jsonl":
+            for n, line in enumerate(handle, start=1):
+                if line.strip():
+                    try:
+                        yield orjson.loads(line)
+                    except orjson.JSONDecodeError as exc:
+                        raise UserError(f"{path}:{n}: not valid JSON ({exc})") from None
+            return
+        count = 0
+        try:
+            for record in ijson.items(handle, "item", use_float=True):
+                yield record
+                count += 1
+        except (ijson.JSONError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path}: not valid JSON after {count} records ({exc})") from None

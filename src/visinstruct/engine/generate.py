@@ -163,10 +163,7 @@ def print_summary(summary: Summary, opts: GenerateOptions, stream: TextIO) -> No
 def generate(scenes: Iterable[Scene], model: str, make_teacher: Callable[[], Teacher],
              opts: GenerateOptions, stream: TextIO = sys.stderr) -> Summary:
     """Run (or resume) generation and write the output; returns the summary."""
-    try:
-        output_format(opts.out)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    output_format(opts.out)
     scenes = list(scenes)[: opts.limit] if opts.limit is not None else list(scenes)
     _check_sizes(scenes, opts)
     units = list(make_units(scenes, opts.tasks, opts.lang, opts.samples, model, opts.sampling, opts.mode,

@@ -1,0 +1,249 @@
+"""HF parquet (images embedded, the LLaVA-NeXT-Data layout) ⇄ LLaVA json/jsonl + an image folder.
+
+Image bytes are copied as they are: never decoded, never re-encoded; a file's extension comes from the
+bytes' signature. Parquet → LLaVA runs over row groups, in parallel with `workers`, in two passes:
+file names are handed out first (so ids that sanitize alike never overwrite each other), then each row
+group's images are written and its records returned in order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import UserError
+from ..records import read_records, write_records
+from .files import NameBook, image_extension, inside, safe_stem, write_atomic
+
+
+@dataclass
+class Group:
+    """One row group to convert, with the file-name stems already handed out for its rows."""
+
+    file: Path
+    index: int
+    first_row: int
+    stems: list[list[str]]  # per row: one stem per image
+    images_out: Path
+
+
+def parquet_files(path: Path) -> list[Path]:
+    """One parquet file, or every parquet file under a folder (sorted: shard order)."""
+    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    if not files or not files[0].exists():
+        raise UserError(f"{path}: no parquet file found")
+    return files
+
+
+def _open(path: Path) -> pq.ParquetFile:
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise UserError(f"{path}: not a readable parquet file ({exc})") from None
+    missing = {"id", "conversations"} - set(parquet.schema_arrow.names)
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(sorted(missing))} "
+                        f"(has: {', '.join(parquet.schema_arrow.names)})")
+    return parquet
+
+
+def _image_counts(parquet: pq.ParquetFile, index: int) -> list[int]:
+    if "image" not in parquet.schema_arrow.names:
+        return [0] * parquet.metadata.row_group(index).num_rows
+    column = parquet.read_row_group(index, columns=["image"]).column("image")
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        return pc.fill_null(pc.list_value_length(column), 0).to_pylist()
+    return pc.if_else(pc.is_null(column), 0, 1).to_pylist()
+
+
+def plan(files: list[Path], images_out: Path) -> list[Group]:
+    """Pass 1: read ids and image counts only, and give every image a unique file-name stem."""
+    book, groups, row = NameBook(), [], 0
+    for path in files:
+        parquet = _open(path)
+        for index in range(parquet.num_row_groups):
+            ids = parquet.read_row_group(index, columns=["id"]).column("id").to_pylist()
+            stems = []
+            for offset, (row_id, count) in enumerate(zip(ids, _image_counts(parquet, index), strict=True)):
+                base = safe_stem(str(row_id), f"row{row + offset}")
+                stems.append([book.claim(base if count == 1 else f"{base}-{k}") for k in range(count)])
+            groups.append(Group(path, index, row, stems, images_out))
+            row += len(ids)
+    return groups
+
+
+def _images(value: Any) -> list[dict]:
+    if value is None:
+        return []
+    return [v for v in value if v is not None] if isinstance(value, list) else [value]
+
+
+def convert_group(group: Group) -> list[dict[str, Any]]:
+    """Pass 2 for one row group: write its images, return its LLaVA records."""
+    try:
+        rows = pq.ParquetFile(group.file).read_row_group(group.index).to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise UserError(f"{group.file}: row group {group.index} cannot be read ({exc})") from None
+    records = []
+    for offset, (row, stems) in enumerate(zip(rows, group.stems, strict=True)):
+        where = f"{group.file}: row {group.first_row + offset} (id {row.get('id')!r})"
+        names = []
+        for image, stem in zip(_images(row.get("image")), stems, strict=False):
+            data = image.get("bytes") if isinstance(image, dict) else None
+            if not data:
+                raise UserError(f"{where}: image has no bytes")
+            ext = image_extension(data)
+            if ext is None:
+                raise UserError(f"{where}: image bytes are not a known image format (starts {data[:8]!r})")
+            write_atomic(group.images_out / f"{stem}{ext}", data)
+            names.append(f"{stem}{ext}")
+        record = {k: v for k, v in row.items() if k != "image"}
+        if names:
+            record = {"id": record["id"], "image": names[0] if not isinstance(row["image"], list) else names,
+                      **{k: v for k, v in record.items() if k != "id"}}
+        records.append(record)
+    return records
+
+
+def parquet_to_llava(src: Path, out: Path, images_out: Path, workers: int = 1) -> int:
+    """Convert a parquet file or folder of shards; returns the number of records written."""
+    images_out.mkdir(parents=True, exist_ok=True)
+    groups = plan(parquet_files(src), images_out)
+
+    def records() -> Iterator[dict[str, Any]]:
+        if workers <= 1:
+            for group in groups:
+                yield from convert_group(group)
+            return
+        with Pool(workers) as pool:
+            for batch in pool.imap(convert_group, groups):
+                yield from batch
+
+    return write_records(out, records())
+
+
+# ---- LLaVA → parquet -------------------------------------------------------------------------------
+
+IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+CONVERSATIONS = pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))
+
+
+def _feature(dtype: pa.DataType) -> Any:
+    """The HF `datasets` feature description of an arrow type (for the schema's `huggingface` metadata)."""
+    if dtype == IMAGE_STRUCT:
+        return {"_type": "Image"}
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        return {"feature": _feature(dtype.value_type), "_type": "List"}
+    if pa.types.is_struct(dtype):
+        return {field.name: _feature(field.type) for field in dtype}
+    names = {pa.string(): "string", pa.large_string(): "large_string", pa.int64(): "int64", pa.float64(): "float64",
+             pa.bool_(): "bool", pa.int32(): "int32", pa.binary(): "binary", pa.null(): "null"}
+    return {"dtype": names.get(dtype, str(dtype)), "_type": "Value"}
+
+
+@dataclass
+class Survey:
+    """Pass 1 over LLaVA records: how many, which extra keys, whether any has several images."""
+
+    count: int = 0
+    extras: tuple[str, ...] = ()
+    multi_image: bool = False
+
+
+def survey(src: Path) -> Survey:
+    extras: dict[str, None] = {}
+    result = Survey()
+    for n, record in enumerate(read_records(src)):
+        if not isinstance(record, dict) or not isinstance(record.get("conversations"), list):
+            raise UserError(f"{src}: record {n} is not a LLaVA record (needs a 'conversations' list)")
+        result.count += 1
+        result.multi_image |= isinstance(record.get("image"), list)
+        extras.update(dict.fromkeys(k for k in record if k not in ("id", "image", "conversations")))
+    result.extras = tuple(extras)
+    return result
+
+
+def _image_value(record: dict, root: Path, where: str) -> Any:
+    paths = record.get("image")
+    if paths is None:
+        return None
+    single = not isinstance(paths, list)
+    values = []
+    for relative in [paths] if single else paths:
+        path = inside(root, relative, where)
+        try:
+            values.append({"bytes": path.read_bytes(), "path": relative})
+        except OSError as exc:
+            raise UserError(f"{where}: cannot read image {path} ({exc.strerror or exc})") from None
+    return values[0] if single else values
+
+
+class ShardWriter:
+    """Writes row batches as parquet shards with a fixed schema and HF metadata, each atomically."""
+
+    def __init__(self, out: Path, shards: int, survey: Survey) -> None:
+        self.out, self.shards, self.survey, self.written = out, shards, survey, 0
+        self.schema: pa.Schema | None = None
+
+    def path(self, index: int) -> Path:
+        if self.out.suffix == ".parquet" and self.shards == 1:
+            return self.out
+        return self.out / f"train-{index:05d}-of-{self.shards:05d}.parquet"
+
+    def _schema(self, columns: dict[str, list]) -> pa.Schema:
+        image = pa.list_(IMAGE_STRUCT) if self.survey.multi_image else IMAGE_STRUCT
+        fields = [("id", pa.string()), ("image", image), ("conversations", CONVERSATIONS)]
+        for key in self.survey.extras:
+            inferred = pa.array(columns[key]).type
+            fields.append((key, pa.string() if pa.types.is_null(inferred) else inferred))
+        schema = pa.schema(fields)
+        features = {field.name: _feature(field.type) for field in schema}
+        return schema.with_metadata({"huggingface": json.dumps({"info": {"features": features}})})
+
+    def write(self, columns: dict[str, list]) -> None:
+        self.schema = self.schema or self._schema(columns)
+        try:
+            table = pa.Table.from_pydict(columns, schema=self.schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise UserError(f"shard {self.written}: a column's values do not match the first shard's types "
+                            f"({exc})") from None
+        target = self.path(self.written)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        pq.write_table(table, tmp, row_group_size=min(1000, max(1, table.num_rows)))
+        os.replace(tmp, target)
+        self.written += 1
+
+
+def llava_to_parquet(src: Path, out: Path, image_root: Path, shard_size: int = 5000) -> int:
+    """LLaVA json/jsonl + image root → parquet shards with embedded images; returns rows written."""
+    found = survey(src)
+    if found.count == 0:
+        raise UserError(f"{src}: no records")
+    writer = ShardWriter(out, math.ceil(found.count / shard_size), found)
+    keys = ("id", "image", "conversations", *found.extras)
+    columns: dict[str, list] = {k: [] for k in keys}
+    for n, record in enumerate(read_records(src)):
+        where = f"{src}: record {n} (id {record.get('id')!r})"
+        value = _image_value(record, image_root, where)
+        columns["id"].append(str(record.get("id", n)))
+        columns["image"].append([value] if found.multi_image and isinstance(value, dict) else value)
+        columns["conversations"].append(record["conversations"])
+        for key in found.extras:
+            columns[key].append(record.get(key))
+        if len(columns["id"]) == shard_size:
+            writer.write(columns)
+            columns = {k: [] for k in keys}
+    if columns["id"]:
+        writer.write(columns)
+    return found.count
