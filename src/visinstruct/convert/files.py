@@ -55,7 +55,7 @@ def inside(root: Path, relative: str, where: str) -> Path:
     return root / candidate
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes | memoryview) -> None:
     """Write to a temporary name beside `path`, then rename: a killed run never leaves a half image."""
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("wb") as handle:

@@ -58,12 +58,16 @@ def _open(path: Path) -> pq.ParquetFile:
 
 
 def _image_counts(parquet: pq.ParquetFile, index: int) -> list[int]:
+    """Images per row. One image per row (or none) is assumed without reading the bytes: a row without
+    an image only leaves its reserved name unused. Lists of images are read to count them."""
+    rows = parquet.metadata.row_group(index).num_rows
     if "image" not in parquet.schema_arrow.names:
-        return [0] * parquet.metadata.row_group(index).num_rows
+        return [0] * rows
+    dtype = parquet.schema_arrow.field("image").type
+    if not (pa.types.is_list(dtype) or pa.types.is_large_list(dtype)):
+        return [1] * rows
     column = parquet.read_row_group(index, columns=["image"]).column("image")
-    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
-        return pc.fill_null(pc.list_value_length(column), 0).to_pylist()
-    return pc.if_else(pc.is_null(column), 0, 1).to_pylist()
+    return pc.fill_null(pc.list_value_length(column), 0).to_pylist()
 
 
 def plan(files: list[Path], images_out: Path) -> list[Group]:
@@ -82,36 +86,56 @@ def plan(files: list[Path], images_out: Path) -> list[Group]:
     return groups
 
 
-def _images(value: Any) -> list[dict]:
-    if value is None:
-        return []
-    return [v for v in value if v is not None] if isinstance(value, list) else [value]
+def _struct_images(column: pa.ChunkedArray) -> list[list[memoryview]]:
+    """Per row, the image bytes of a struct<bytes, path> column as zero-copy views into arrow's buffer."""
+    array = column.combine_chunks()
+    data = array.flatten()[array.type.get_field_index("bytes")]  # the struct's nulls carried into the child
+    valid = data.is_valid().to_pylist()
+    width = "q" if pa.types.is_large_binary(data.type) else "i"
+    _, offset_buffer, value_buffer = data.buffers()
+    if offset_buffer is None:  # an empty group
+        return [[] for _ in range(len(data))]
+    offsets = memoryview(offset_buffer).cast("B").cast(width)[data.offset: data.offset + len(data) + 1]
+    values = memoryview(value_buffer) if value_buffer is not None else memoryview(b"")
+    return [[values[offsets[i]:offsets[i + 1]]] if valid[i] else [] for i in range(len(data))]
+
+
+def _list_images(column: pa.ChunkedArray) -> list[list[bytes]]:
+    """Per row, the image bytes of a list<struct<bytes, path>> column (several images per row)."""
+    return [[image["bytes"] for image in (row or []) if image is not None and image.get("bytes") is not None]
+            for row in column.to_pylist()]
+
+
+def _read_group(group: Group) -> tuple[list[dict[str, Any]], list[list[Any]], bool]:
+    try:
+        table = pq.ParquetFile(group.file).read_row_group(group.index)
+    except (pa.ArrowException, OSError) as exc:
+        raise UserError(f"{group.file}: row group {group.index} cannot be read ({exc})") from None
+    if "image" not in table.column_names:
+        return table.to_pylist(), [[] for _ in range(table.num_rows)], False
+    column = table.column("image")
+    multi = pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
+    images = _list_images(column) if multi else _struct_images(column)
+    return table.drop_columns(["image"]).to_pylist(), images, multi
 
 
 def convert_group(group: Group) -> list[dict[str, Any]]:
-    """Pass 2 for one row group: write its images, return its LLaVA records."""
-    try:
-        rows = pq.ParquetFile(group.file).read_row_group(group.index).to_pylist()
-    except (pa.ArrowException, OSError) as exc:
-        raise UserError(f"{group.file}: row group {group.index} cannot be read ({exc})") from None
+    """Pass 2 for one row group: write its images (bytes as they are), return its LLaVA records."""
+    rows, images, multi = _read_group(group)
     records = []
-    for offset, (row, stems) in enumerate(zip(rows, group.stems, strict=True)):
-        where = f"{group.file}: row {group.first_row + offset} (id {row.get('id')!r})"
+    for offset, (row, row_images, stems) in enumerate(zip(rows, images, group.stems, strict=True)):
         names = []
-        for image, stem in zip(_images(row.get("image")), stems, strict=False):
-            data = image.get("bytes") if isinstance(image, dict) else None
-            if not data:
-                raise UserError(f"{where}: image has no bytes")
-            ext = image_extension(data)
+        for data, stem in zip(row_images, stems, strict=False):
+            ext = image_extension(bytes(data[:16]))
             if ext is None:
-                raise UserError(f"{where}: image bytes are not a known image format (starts {data[:8]!r})")
+                where = f"{group.file}: row {group.first_row + offset} (id {row.get('id')!r})"
+                raise UserError(f"{where}: image bytes are not a known image format (starts {bytes(data[:8])!r})")
             write_atomic(group.images_out / f"{stem}{ext}", data)
             names.append(f"{stem}{ext}")
-        record = {k: v for k, v in row.items() if k != "image"}
         if names:
-            record = {"id": record["id"], "image": names[0] if not isinstance(row["image"], list) else names,
-                      **{k: v for k, v in record.items() if k != "id"}}
-        records.append(record)
+            row = {"id": row["id"], "image": names if multi else names[0],
+                   **{k: v for k, v in row.items() if k != "id"}}
+        records.append(row)
     return records
 
 
