@@ -200,3 +200,21 @@ def test_safety_errors_name_the_problem(tmp_path: Path) -> None:
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
     result = run_cli("convert", str(tmp_path / "esc.json"), str(tmp_path / "o.json"), "--to", "svit")
     assert result.returncode == 2  # argparse: svit is not an output format
+
+
+def test_svit_sizes_from_image_headers(tmp_path: Path) -> None:
+    root = tmp_path / "images" / "VG_100K_2"
+    root.mkdir(parents=True)
+    Image.new("RGB", (300, 600)).save(root / "42.jpg")  # portrait: x' = (x * 300 + 150) / 600
+    rows = [{"image_id": 42, "conversations": [{"content": [
+        {"from": "user", "value": "Where is <st>the cat<ed> [0.0, 0.0, 1.0, 0.5]?"},
+        {"from": "gpt", "value": "Top: <st>the cat<ed> [0.0, 0.0, 1.0, 0.5]."}]}]}]
+    (tmp_path / "svit.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    result = run_cli("convert", str(tmp_path / "svit.jsonl"), str(tmp_path / "o.jsonl"), "--from", "svit",
+                     "--to", "llava", "--image-root", str(tmp_path / "images"))
+    assert result.returncode == 0, result.stderr
+    record = read_records(tmp_path / "o.jsonl")[0]
+    assert record["image"] == "VG_100K_2/42.jpg"
+    assert record["conversations"][1]["value"] == "Top: the cat [0.25, 0.0, 0.75, 0.5]."
+    missing = run_cli("convert", str(tmp_path / "svit.jsonl"), str(tmp_path / "o2.jsonl"), "--to", "llava")
+    assert missing.returncode == 2 and "needs image sizes" in missing.stderr
