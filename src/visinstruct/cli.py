@@ -14,6 +14,8 @@ from .convert.run import FORMATS, ConvertOptions, convert
 from .engine.generate import GenerateOptions, generate, print_summary
 from .engine.units import ImageOptions, Sampling
 from .errors import UserError
+from .filters.pipeline import STAGES, FilterConfig, run_filter
+from .filters.validate import validate
 from .images import image_scenes
 from .prompts import DEFAULT_TASKS, LANGS, MODES, TASKS, VLM_TASKS
 from .scenes import Scene, load_caps_boxes, load_coco
@@ -219,6 +221,74 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="check LLaVA records: structure, <image> tokens, images on disk",
+                       description="Reports every problem with its record index and id, then counts by problem. "
+                                   "Exit status 1 when any record is invalid.")
+    p.add_argument("input", type=Path, help="LLaVA .json (a list; streamed) or .jsonl")
+    p.add_argument("--image-root", type=Path, help="check that every image exists under this folder")
+    p.add_argument("--check-images", action="store_true", help="also decode every image (needs --image-root)")
+    p.add_argument("--allow-untagged", action="store_true",
+                   help="accept one image with no <image> token (LLaVA-Instruct-ru's val split)")
+    p.add_argument("--show", type=int, default=200, help="print at most this many problems (default 200)")
+    p.set_defaults(func=run_validate)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    """`visinstruct validate`."""
+    result = validate(args.input, args.image_root, args.check_images, args.allow_untagged, args.show, sys.stdout)
+    return 0 if result else 1
+
+
+def _add_filter(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("filter", help="structure, spelling, heuristics, language, duplicates; rejects kept",
+                       description="Stages: structure → spelling (en, ru; truncation rule) → heuristics → language "
+                                   "→ duplicates. Rejected records go to --rejects with reject_stage and "
+                                   "reject_reason; --report gets counts per stage and reason and every rewrite.")
+    p.add_argument("input", type=Path, help="LLaVA .json or .jsonl")
+    p.add_argument("--out", type=Path, required=True, help="kept records (.json or .jsonl)")
+    p.add_argument("--rejects", type=Path, required=True, help="rejected records with their reasons")
+    p.add_argument("--report", type=Path, help="JSON report (default: <out>.report.json)")
+    p.add_argument("--config", type=Path, help="YAML file with any of the settings below (flags win)")
+    p.add_argument("--stages", help=f"comma-separated, from {','.join(STAGES)} (default: all)")
+    p.add_argument("--no-spelling", action="store_true", help="skip the spelling stage")
+    p.add_argument("--lang", choices=LANGS, help="language of records without a 'lang' key (default en)")
+    p.add_argument("--image-root", type=Path, help="check images exist (and find image duplicates) here")
+    p.add_argument("--check-images", action="store_true", default=None, help="decode every image")
+    p.add_argument("--allow-untagged", action="store_true", default=None, help="one image with no <image> token is ok")
+    p.add_argument("--allowlist", type=Path, help="words the spelling stage accepts, one per line")
+    p.add_argument("--min-answer-chars", type=int, help="shorter gpt answers are rejected (default 2)")
+    p.add_argument("--max-answer-chars", type=int, help="longer gpt answers are rejected (default 8000)")
+    p.add_argument("--language-threshold", type=float, help="minimum language-id probability (default 0.5)")
+    p.add_argument("--near-dup", type=float, metavar="JACCARD", help="also reject MinHash near-duplicates (e.g. 0.85)")
+    p.add_argument("--image-dup", type=int, metavar="BITS", help="also reject images within this phash distance (4)")
+    p.add_argument("--workers", type=_positive(int), help="processes for the stateless stages (default 1)")
+    p.set_defaults(func=run_filter_command)
+
+
+def run_filter_command(args: argparse.Namespace) -> int:
+    """`visinstruct filter`."""
+    overrides = {"lang": args.lang, "image_root": args.image_root, "check_images": args.check_images,
+                 "allow_untagged": args.allow_untagged, "allowlist": args.allowlist,
+                 "min_answer_chars": args.min_answer_chars, "max_answer_chars": args.max_answer_chars,
+                 "language_threshold": args.language_threshold, "near_dup": args.near_dup,
+                 "image_dup": args.image_dup, "workers": args.workers}
+    if args.stages:
+        overrides["stages"] = [s.strip() for s in args.stages.split(",") if s.strip()]
+    config = FilterConfig.from_yaml(args.config, **overrides) if args.config else \
+        FilterConfig(**{k: v for k, v in overrides.items() if v is not None})
+    if args.no_spelling:
+        config.stages = [s for s in config.stages if s != "spelling"]
+    report = args.report or args.out.with_name(args.out.name + ".report.json")
+    result = run_filter(args.input, args.out, args.rejects, config, report)
+    print(f"{result['records']} records: {result['kept']} kept ({result['rewritten']} truncated), "
+          f"{result['rejected']} rejected in {result['seconds']} s", file=sys.stderr)
+    for stage, reasons in result["rejected_by_stage"].items():
+        print(f"  {stage}: " + ", ".join(f"{code} {n}" for code, n in reasons.items()), file=sys.stderr)
+    print(f"kept: {args.out}  rejects: {args.rejects}  report: {report}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subcommand per stage."""
     parser = argparse.ArgumentParser(prog="visinstruct", description="Build LLaVA-format visual instruction data.")
@@ -227,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_pad_boxes(sub)
     _add_convert(sub)
+    _add_validate(sub)
+    _add_filter(sub)
     return parser
 
 

@@ -41,35 +41,53 @@ def output_format(path: Path) -> str:
     raise UserError(f"{path}: expected a .json or .jsonl file")
 
 
-def write_records(path: Path, records: Iterable[dict[str, Any]]) -> int:
-    """Write records to a temporary file beside `path`, then rename: a reader never sees half a file."""
-    fmt = output_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed while writing
-        stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    count = 0
-    try:
-        with tmp.open("wb") as handle:
-            if fmt == "json":
-                handle.write(b"[")
-            for record in records:
-                line = orjson.dumps(record)
-                if fmt == "json":
-                    handle.write(b"\n" if count == 0 else b",\n")
-                handle.write(line)
-                if fmt == "jsonl":
-                    handle.write(b"\n")
-                count += 1
-            if fmt == "json":
-                handle.write(b"\n]\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a failed write leaves neither a finished-looking file nor debris
-        raise
-    os.replace(tmp, path)
-    return count
+class RecordWriter:
+    """Streams records to a temporary file beside `path` and renames it on a clean exit.
+
+    On an exception the temporary file is deleted: a reader never sees half a file, and a failed
+    run leaves no debris (nor a stale temp from a run killed earlier).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.format, self.count = path, output_format(path), 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed while writing
+            stale.unlink(missing_ok=True)
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.handle = self.tmp.open("wb")
+        if self.format == "json":
+            self.handle.write(b"[")
+
+    def write(self, record: Any) -> None:
+        if self.format == "json":
+            self.handle.write(b"\n" if self.count == 0 else b",\n")
+        self.handle.write(orjson.dumps(record))
+        if self.format == "jsonl":
+            self.handle.write(b"\n")
+        self.count += 1
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: Any) -> None:
+        if kind is not None:
+            self.handle.close()
+            self.tmp.unlink(missing_ok=True)
+            return
+        if self.format == "json":
+            self.handle.write(b"\n]\n")
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        os.replace(self.tmp, self.path)
+
+
+def write_records(path: Path, records: Iterable[Any]) -> int:
+    """Write all records atomically (see RecordWriter); returns how many."""
+    with RecordWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+    return writer.count
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
@@ -87,10 +105,17 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
                     except orjson.JSONDecodeError as exc:
                         raise UserError(f"{path}:{n}: not valid JSON ({exc})") from None
             return
+        head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+        if head[:1] != b"[":
+            raise UserError(f"{path}: the top level is not a JSON list of records "
+                            f"(starts with {head[:20].decode('utf-8', 'replace')!r}); use .jsonl for one per line")
+        handle.seek(0)
         count = 0
         try:
             for record in ijson.items(handle, "item", use_float=True):
                 yield record
                 count += 1
         except (ijson.JSONError, UnicodeDecodeError) as exc:
-            raise UserError(f"{path}: not valid JSON after {count} records ({exc})") from None
+            where = f" near byte {handle.tell():,}" if not handle.closed else ""
+            raise UserError(f"{path}: not valid JSON after {count} records{where} "
+                            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None

@@ -1,0 +1,116 @@
+"""Duplicates: exact (normalised text + image), near (MinHash LSH on the text), image (perceptual hash).
+
+The first occurrence is kept; later ones are rejected with the id of the record they repeat. These stages
+keep state across records, so they run in the main process, in input order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+from .base import Reject, Verdict
+
+_SPACE = re.compile(r"\s+")
+
+
+def conversation_text(record: dict[str, Any]) -> str:
+    """All turn values, lower-cased with whitespace collapsed, `<image>` tokens removed."""
+    text = " ".join(t["value"] for t in record["conversations"]).replace("<image>", " ")
+    return _SPACE.sub(" ", text).strip().lower()
+
+
+class ExactDedup:
+    """Same image and same normalised conversation text."""
+
+    name = "dedup"
+
+    def __init__(self) -> None:
+        self.seen: dict[int, str] = {}
+
+    def check(self, record: dict[str, Any]) -> Verdict:
+        key = f"{record.get('image')!r}\x00{conversation_text(record)}".encode()
+        digest = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
+        first = self.seen.get(digest)
+        if first is not None:
+            return Reject(f"exact_duplicate: same as {first}")
+        self.seen[digest] = str(record.get("id"))
+        return None
+
+
+class NearDedup:
+    """MinHash over word 5-grams with LSH at a Jaccard threshold."""
+
+    name = "near_dedup"
+
+    def __init__(self, threshold: float = 0.85, num_perm: int = 64) -> None:
+        from datasketch import MinHash, MinHashLSH
+
+        self.minhash, self.num_perm = MinHash, num_perm
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self.count = 0
+
+    def check(self, record: dict[str, Any]) -> Verdict:
+        words = conversation_text(record).split()
+        shingles = {" ".join(words[i:i + 5]).encode() for i in range(max(1, len(words) - 4))}
+        signature = self.minhash(num_perm=self.num_perm)
+        signature.update_batch(list(shingles))
+        matches = self.lsh.query(signature)
+        if matches:
+            return Reject(f"near_duplicate: like {sorted(matches)[0]}")
+        self.count += 1
+        self.lsh.insert(f"{record.get('id')}#{self.count}" if str(record.get("id")) in self.lsh.keys else
+                        str(record.get("id")), signature)
+        return None
+
+
+class ImageDedup:
+    """A different image file whose perceptual hash (64 bits) is within a Hamming distance of an earlier one.
+
+    Candidates are found through max_distance + 1 exact-match bands (pigeonhole), then checked exactly.
+    Records sharing one image path (several tasks on one image) are not duplicates of each other.
+    """
+
+    name = "image_dedup"
+
+    def __init__(self, image_root: Path, max_distance: int = 4) -> None:
+        self.root, self.max_distance = image_root, max_distance
+        self.bands: list[dict[int, list[tuple[int, str, str]]]] = [{} for _ in range(max_distance + 1)]
+        self.cache: dict[str, int | None] = {}
+
+    def _hash(self, name: str) -> int | None:
+        if name not in self.cache:
+            import imagehash
+            from PIL import Image
+
+            try:
+                with Image.open(self.root / name) as image:
+                    image.draft("L", (64, 64))
+                    self.cache[name] = int(str(imagehash.phash(image)), 16)
+            except Exception:
+                self.cache[name] = None
+        return self.cache[name]
+
+    def _band_keys(self, value: int) -> list[int]:
+        count = len(self.bands)
+        width = 64 // count + 1
+        return [(value >> (i * width)) & ((1 << width) - 1) for i in range(count)]
+
+    def check(self, record: dict[str, Any]) -> Verdict:
+        image = record.get("image")
+        if not isinstance(image, str):
+            return None
+        value = self._hash(image)
+        if value is None:
+            return None
+        keys = self._band_keys(value)
+        for band, key in zip(self.bands, keys, strict=True):
+            for other, other_id, other_image in band.get(key, []):
+                distance = bin(value ^ other).count("1")
+                if distance <= self.max_distance and other_image != image:  # one image, several tasks: fine
+                    return Reject(f"image_duplicate: image like {other_id}'s (distance {distance})")
+        for band, key in zip(self.bands, keys, strict=True):
+            band.setdefault(key, []).append((value, str(record.get("id")), image))
+        return None
