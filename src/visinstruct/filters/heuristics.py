@@ -30,10 +30,17 @@ REFUSALS = re.compile("|".join([
     r"\bк сожалению, я не могу\b",
     r"作为(?:一个)?(?:人工智能|AI|语言模型)", r"我(?:无法|不能)(?:看到|查看)", r"我看不到(?:图片|图像|照片)",
 ]), re.IGNORECASE)
+# Cheap substring triggers (on lower-cased text) guard the precise, slower regular expressions above.
+SOURCE_TRIGGERS = ("caption", "description", "annotation", "bounding", "coordinat", "подпис", "описани", "ограничива",
+                   "координат", "标注", "边界框", "边框", "坐标", "描述", "说明文字")
+REFUSAL_TRIGGERS = ("as an ai", "language model", "unable to", "not able to", "can't see", "cannot see", "can't view",
+                    "cannot view", "sorry, but", "как ии", "искусственный интеллект", "языковая модель", "не могу",
+                    "не вижу", "作为", "无法", "不能", "看不到")
 COORDINATES = re.compile(r"\[\s*(?:0?\.\d+|[01](?:\.0+)?)\s*,\s*(?:0?\.\d+|[01](?:\.0+)?)\s*,")
 ENDINGS = (".", "!", "?", "…", "。", "！", "？", ")", "\"", "»", "”", "」", "』", "）", "*", "`")
 LETTER_SCRIPTS = {"latin": re.compile(r"[A-Za-z]"), "cyrillic": re.compile(r"[А-Яа-яЁё]"),
                   "cjk": re.compile(r"[\u4e00-\u9fff]")}
+_LETTER = re.compile(r"[^\W\d_]")
 EXPECTED_SCRIPT = {"en": "latin", "ru": "cyrillic", "zh": "cjk"}
 
 
@@ -48,9 +55,11 @@ class Limits:
 
 
 def _script_share(text: str, script: str) -> float:
-    counts = {name: len(pattern.findall(text)) for name, pattern in LETTER_SCRIPTS.items()}
-    total = sum(counts.values())
-    return counts[script] / total if total else 1.0
+    sample = text[:300]  # enough letters to tell the script
+    if script == "latin" and sample.isascii():
+        return 1.0
+    letters = len(_LETTER.findall(sample))
+    return len(LETTER_SCRIPTS[script].findall(sample)) / letters if letters else 1.0
 
 
 def _loop(text: str, lang: str) -> str | None:
@@ -58,7 +67,10 @@ def _loop(text: str, lang: str) -> str | None:
     size = 6 if lang == "zh" else 3
     if len(units) < size * 4:
         return None
-    grams = Counter(tuple(units[i:i + size]) for i in range(len(units) - size + 1))
+    windows = list(zip(*(units[i:] for i in range(size)), strict=False))
+    if len(set(windows)) > 0.8 * len(windows):
+        return None  # too varied to hold a loop
+    grams = Counter(windows)
     gram, count = grams.most_common(1)[0]
     if count >= 4 and count * size >= 0.3 * len(units):
         return ("" if lang == "zh" else " ").join(gram)
@@ -72,7 +84,7 @@ class HeuristicsFilter:
 
     def __init__(self, default_lang: str = "en", limits: Limits | None = None) -> None:
         self.default_lang, self.limits = default_lang, limits or Limits()
-        self.rules: list[tuple[str, Callable[[str, str, dict], str | None]]] = [
+        self.rules: list[tuple[str, Callable[[str, str, dict, str], str | None]]] = [
             ("refusal", self._refusal), ("annotation_source", self._source), ("coordinates", self._coordinates),
             ("wrong_script", self._script), ("repetition_loop", self._repetition), ("too_short", self._short),
             ("too_long", self._long), ("truncated_ending", self._truncated)]
@@ -80,29 +92,32 @@ class HeuristicsFilter:
     def check(self, record: dict[str, Any]) -> Verdict:
         lang = record.get("lang") or self.default_lang
         for text in gpt_texts(record):
+            lower = text.lower()
             for name, rule in self.rules:
-                found = rule(text, lang, record)
+                found = rule(text, lang, record, lower)
                 if found:
                     return Reject(f"{name}: {found}")
         return None
 
-    def _refusal(self, text: str, lang: str, record: dict) -> str | None:
+    def _refusal(self, text: str, lang: str, record: dict, lower: str) -> str | None:
+        if not any(trigger in lower for trigger in REFUSAL_TRIGGERS):
+            return None
         match = REFUSALS.search(text)
         return f"assistant boilerplate {match.group()!r}" if match else None
 
-    def _source(self, text: str, lang: str, record: dict) -> str | None:
-        if record.get("task") == "referring_qa":
+    def _source(self, text: str, lang: str, record: dict, lower: str) -> str | None:
+        if record.get("task") == "referring_qa" or not any(trigger in lower for trigger in SOURCE_TRIGGERS):
             return None
         match = SOURCE_MENTIONS.search(text)
         return f"mentions the annotation source ({match.group()!r})" if match else None
 
-    def _coordinates(self, text: str, lang: str, record: dict) -> str | None:
-        if record.get("task") == "referring_qa" or "<st>" in text:
+    def _coordinates(self, text: str, lang: str, record: dict, lower: str) -> str | None:
+        if "[" not in text or record.get("task") == "referring_qa" or "<st>" in text:
             return None
         match = COORDINATES.search(text)
         return f"raw coordinates in the answer ({match.group()}…)" if match else None
 
-    def _script(self, text: str, lang: str, record: dict) -> str | None:
+    def _script(self, text: str, lang: str, record: dict, lower: str) -> str | None:
         script = EXPECTED_SCRIPT.get(lang)
         if script is None:
             return None
@@ -110,21 +125,21 @@ class HeuristicsFilter:
         return f"only {share:.0%} of letters are {script} in a {lang} record" if share < self.limits.min_script_share \
             else None
 
-    def _repetition(self, text: str, lang: str, record: dict) -> str | None:
+    def _repetition(self, text: str, lang: str, record: dict, lower: str) -> str | None:
         gram = _loop(text, lang)
         return f"repeats {gram!r}" if gram else None
 
-    def _short(self, text: str, lang: str, record: dict) -> str | None:
+    def _short(self, text: str, lang: str, record: dict, lower: str) -> str | None:
         size = len(text.strip())
         return f"answer of {size} characters (< {self.limits.min_answer_chars})" \
             if size < self.limits.min_answer_chars else None
 
-    def _long(self, text: str, lang: str, record: dict) -> str | None:
+    def _long(self, text: str, lang: str, record: dict, lower: str) -> str | None:
         size = len(text)
         return f"answer of {size} characters (> {self.limits.max_answer_chars})" \
             if size > self.limits.max_answer_chars else None
 
-    def _truncated(self, text: str, lang: str, record: dict) -> str | None:
+    def _truncated(self, text: str, lang: str, record: dict, lower: str) -> str | None:
         end = text.rstrip()
         if len(end) < self.limits.truncation_min_chars or end.endswith(ENDINGS) or end[-1:].isdigit():
             return None

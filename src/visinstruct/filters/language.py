@@ -24,7 +24,8 @@ class LanguageFilter:
         expected = record.get("lang") or self.default_lang
         if expected not in self.languages:
             return None
-        found, probability = self.identifier.classify(" ".join(gpt_texts(record)))
+        # the first 100 characters of the answers are plenty for three well-separated languages
+        found, probability = self.identifier.classify(" ".join(gpt_texts(record))[:100])
         if found != expected:
             return Reject(f"wrong_language: expected {expected}, found {found} ({probability:.2f})")
         if probability < self.threshold:

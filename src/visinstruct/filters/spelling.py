@@ -45,6 +45,7 @@ class Speller:
         self.lang, self.allow = lang, allow
         self.dictionaries = [Dictionary.from_files(str(path)) for path in dictionary_paths(lang)]
         self.cache: dict[str, bool] = {}
+        self.chunks: dict[str, str] = {}
         self.skipped: Counter[str] = Counter()
 
     def _lookup(self, word: str) -> bool:
@@ -83,14 +84,23 @@ class Speller:
             return True
         return all(self._known(part) for part in re.split(r"[-'’]", word) if len(part) > 2) or self._known(word)
 
+    def _chunk_error(self, chunk: str) -> str:
+        """The first misspelt word of one whitespace-separated chunk ("" when it is fine)."""
+        if any(c.isdigit() for c in chunk) or "://" in chunk or chunk.startswith("www.") or "@" in chunk:
+            return ""
+        return next((m.group() for m in _WORD.finditer(chunk) if not self.word_ok(m.group())), "")
+
     def first_error(self, text: str) -> str | None:
-        """The first misspelt word of `text`, or None."""
+        """The first misspelt word of `text`, or None (chunks are cached: teacher text repeats itself)."""
+        chunks = self.chunks
         for chunk in text.replace("<image>", " ").split():
-            if any(c.isdigit() for c in chunk) or "://" in chunk or chunk.startswith("www.") or "@" in chunk:
-                continue
-            for match in _WORD.finditer(chunk):
-                if not self.word_ok(match.group()):
-                    return match.group()
+            found = chunks.get(chunk)
+            if found is None:
+                if len(chunks) > 1_000_000:
+                    chunks.clear()  # bounded memory on endless streams
+                found = chunks[chunk] = self._chunk_error(chunk)
+            if found:
+                return found
         return None
 
 
