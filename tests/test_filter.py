@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import read_records, run_cli
 from visinstruct.filters.base import Reject, Rewrite
-from visinstruct.filters.heuristics import HeuristicsFilter
+from visinstruct.filters.heuristics import HeuristicsFilter, Limits
 from visinstruct.filters.language import LanguageFilter
 from visinstruct.filters.spelling import SpellingFilter
 
@@ -63,6 +63,13 @@ PLANTED = [
     ("zh", "作为一个人工智能，我无法看到图片，但可能是一个骑车的人。", "refusal"),
     ("zh", "The man is riding a red bicycle along a wet street past parked cars.", "wrong_script"),
     ("zh", "他在骑车他在骑车他在骑车他在骑车他在骑车他在骑车他在骑车他在骑车", "repetition_loop"),
+    ("ru", "Мужчина [0.12, 0.3, 0.45, 0.9] едет на велосипеде по улице.", "coordinates"),
+    ("zh", "男人 [0.12, 0.3, 0.45, 0.9] 正在街上骑自行车。", "coordinates"),
+    ("ru", "он едет и он едет и он едет и он едет и он едет и он едет и он едет.", "repetition_loop"),
+    ("zh", "他正骑着一辆红色自行车沿着湿漉漉的街道前行，经过三辆停着的汽车和一辆白色的公共汽车，然后",
+     "truncated_ending"),
+    ("ru", "а", "too_short"),
+    ("zh", "是", "too_short"),
 ]
 
 
@@ -70,6 +77,12 @@ PLANTED = [
 def test_heuristics_reject_planted_errors(lang: str, answer: str, code: str) -> None:
     verdict = HeuristicsFilter().check(record(lang, answer))
     assert isinstance(verdict, Reject) and verdict.code == code, verdict
+
+
+@pytest.mark.parametrize("lang", ["en", "ru", "zh"])
+def test_too_long_answers(lang: str) -> None:
+    verdict = HeuristicsFilter(limits=Limits(max_answer_chars=50)).check(record(lang))
+    assert isinstance(verdict, Reject) and verdict.code == "too_long"
 
 
 def test_referring_qa_may_hold_boxes() -> None:
