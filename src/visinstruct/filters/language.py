@@ -29,15 +29,20 @@ class LanguageFilter:
         self.identifier.set_languages(list(languages))
         self.default_lang, self.threshold, self.languages = default_lang, threshold, languages
 
-    def identify(self, text: str) -> tuple[str, float]:
-        """(language, probability) of a text."""
+    def identify(self, text: str, expected: str | None = None) -> tuple[str, float]:
+        """(language, probability) of a text; the expected language's script is tried first."""
         sample = text[:300]
-        letters = len(_LETTER.findall(sample))
-        if letters >= 2 and set(self.languages) == set(SCRIPTS):
-            for lang, pattern in SCRIPTS.items():
-                share = len(pattern.findall(sample)) / letters
-                if share >= 0.95:
-                    return lang, share
+        if set(self.languages) == set(SCRIPTS):
+            if sample.isascii():
+                if any(c.isalpha() for c in sample[:40]) or _LETTER.search(sample):
+                    return "en", 1.0
+            else:
+                letters = len(_LETTER.findall(sample))
+                order = sorted(SCRIPTS, key=lambda lang: lang != expected)
+                for lang in order if letters >= 2 else ():
+                    share = len(SCRIPTS[lang].findall(sample)) / letters
+                    if share >= 0.95:
+                        return lang, share
         found, probability = self.identifier.classify(sample[:200])
         return found, float(probability)
 
@@ -45,7 +50,7 @@ class LanguageFilter:
         expected = record.get("lang") or self.default_lang
         if expected not in self.languages:
             return None
-        found, probability = self.identify(" ".join(gpt_texts(record)))
+        found, probability = self.identify(" ".join(gpt_texts(record)), expected)
         if found != expected:
             return Reject(f"wrong_language: expected {expected}, found {found} ({probability:.2f})")
         if probability < self.threshold:
