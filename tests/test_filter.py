@@ -234,3 +234,17 @@ def test_validate_reports_every_problem_with_index_and_id(tmp_path: Path) -> Non
     assert "4 records read, 4 invalid" in out
     untagged = run_cli("validate", str(path), "--allow-untagged")
     assert "record 1 (id 'b')" not in untagged.stdout
+
+
+def test_digest_table_matches_a_dict_through_growth() -> None:
+    import random
+
+    from visinstruct.filters.dedup import DigestTable
+
+    table, reference, rng = DigestTable(capacity=4), {}, random.Random(3)
+    digests = [rng.getrandbits(64) | 1 for _ in range(5000)]
+    for number in range(20000):
+        digest = rng.choice(digests)
+        expected = reference.setdefault(digest, number)
+        assert table.get_or_add(digest, number) == (None if expected == number else expected)
+    assert table.size == len(reference) and table.capacity >= len(reference)

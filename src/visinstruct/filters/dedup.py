@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import struct
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +24,67 @@ def conversation_text(record: dict[str, Any]) -> str:
     return _SPACE.sub(" ", text).strip().lower()
 
 
+class DigestTable:
+    """64-bit digest → number, in one bytearray (open addressing, 12 bytes a slot, grown at 70% load).
+
+    About 25 bytes per record against ~130 for a dict of ints to strings: 4M records fit in ~100 MB.
+    """
+
+    _SLOT = struct.Struct("<QI")
+
+    def __init__(self, capacity: int = 1 << 16) -> None:
+        self.capacity, self.size = capacity, 0
+        self.slots = bytearray(self._SLOT.size * capacity)
+
+    def get_or_add(self, digest: int, number: int) -> int | None:
+        """The number stored with `digest`, or None after storing `number` with it."""
+        digest |= 1  # 0 marks an empty slot
+        mask, width, slots = self.capacity - 1, self._SLOT.size, self.slots
+        index = digest & mask
+        while True:
+            found, stored = self._SLOT.unpack_from(slots, index * width)
+            if found == 0:
+                self._SLOT.pack_into(slots, index * width, digest, number)
+                self.size += 1
+                if self.size * 10 > self.capacity * 7:
+                    self._grow()
+                return None
+            if found == digest:
+                return stored
+            index = (index + 1) & mask
+
+    def _grow(self) -> None:
+        old, width = self.slots, self._SLOT.size
+        self.capacity *= 2
+        self.slots, self.size = bytearray(width * self.capacity), 0
+        for offset in range(0, len(old), width):
+            digest, number = self._SLOT.unpack_from(old, offset)
+            if digest:
+                self.get_or_add(digest, number)
+
+
 class ExactDedup:
-    """Same image and same normalised conversation text."""
+    """Same image and same normalised conversation text; memory ~25 bytes per distinct record."""
 
     name = "dedup"
 
     def __init__(self) -> None:
-        self.seen: dict[int, str] = {}
+        self.table = DigestTable()
+        self.ids = bytearray()
+        self.offsets = array("Q", [0])
 
     def check(self, record: dict[str, Any]) -> Verdict:
         key = f"{record.get('image')!r}\x00{conversation_text(record)}".encode()
-        digest = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
-        first = self.seen.get(digest)
+        digest = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+        first = self.table.get_or_add(digest, len(self.offsets) - 1)
         if first is not None:
-            return Reject(f"exact_duplicate: same as {first}")
-        self.seen[digest] = str(record.get("id"))
+            return Reject(f"exact_duplicate: same as {self._id(first)}")
+        self.ids += str(record.get("id")).encode()
+        self.offsets.append(len(self.ids))
         return None
+
+    def _id(self, number: int) -> str:
+        return self.ids[self.offsets[number]:self.offsets[number + 1]].decode()
 
 
 class NearDedup:
