@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -215,7 +214,7 @@ def test_validate_and_filter_on_malformed_input(tmp_path: Path, content: bytes, 
 
 def test_validate_reports_every_problem_with_index_and_id(tmp_path: Path) -> None:
     (tmp_path / "img").mkdir()
-    (tmp_path / "img" / "ok.jpg").write_bytes(io.BytesIO(b"").getvalue() or b"\xff\xd8\xff not really")
+    (tmp_path / "img" / "ok.jpg").write_bytes(b"\xff\xd8\xff not really a JPEG")
     records = [{"id": "a", "image": "ok.jpg", "conversations": [{"from": "human", "value": "<image>\nq"},
                                                                 {"from": "gpt", "value": "a"}]},
                {"id": "b", "image": "missing.jpg", "conversations": [{"from": "human", "value": "q"},

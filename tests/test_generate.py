@@ -215,6 +215,7 @@ def test_dry_run_sends_nothing(tmp_path: Path, teacher: ServerThread, val80: Pat
     assert "up to 15,000 completion" in result.stderr
     assert "estimated cost" in result.stderr
     assert teacher.server.received == [] and not (tmp_path / "o.json").exists()
+    assert not (tmp_path / "o.json.ledger.sqlite").exists()
 
 
 def test_cost_line_and_usage_errors(tmp_path: Path, teacher: ServerThread, val80: Path) -> None:

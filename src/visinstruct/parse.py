@@ -19,7 +19,6 @@ _LABEL_LINE = re.compile(
     rf"^[#>\-*\s]*(?:\(?\d+[.)]\s*)?{_BOLD}\s*(?P<label>{_LABEL_ALT})\s*\d*\s*{_BOLD}\s*[:：]\s*{_BOLD}\s*(?P<rest>.*)$",
     re.IGNORECASE,
 )
-_TOPIC_LINE = re.compile(rf"^[#\s]*{_BOLD}\s*(?:topic|тема|主题|话题)\s*{_BOLD}\s*[:：]", re.IGNORECASE)
 _SEPARATOR = re.compile(r"^\s*(?:={3,}|-{3,})\s*$")
 _SENTENCE_END = re.compile(r"[.!?…][\"'»”)\]]*(?=\s|$)|[。！？][”」』）]*")
 
@@ -57,8 +56,7 @@ def segments(reply: str) -> list[Segment]:
             lines = [match["rest"]]
         elif role:
             lines.append(line)
-        elif not line.strip() or _TOPIC_LINE.match(line):
-            continue
+        # anything before the first label (a `Topic:` line, a preamble) is not part of a turn
     if role:
         found.append(Segment(role, _clean(lines)))
     return found

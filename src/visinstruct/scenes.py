@@ -113,9 +113,9 @@ def _coco_images(doc: Any, path: Path) -> dict[Any, dict]:
     return images
 
 
-def _coco_captions(path: Path, images: dict[Any, dict]) -> dict[Any, list[str]]:
+def _coco_captions(doc: Any, path: Path, images: dict[Any, dict]) -> dict[Any, list[str]]:
     captions: dict[Any, list[str]] = {}
-    for i, ann in enumerate(_entries(_load_json(path), "annotations", path)):
+    for i, ann in enumerate(_entries(doc, "annotations", path)):
         image_id, caption = ann.get("image_id"), ann.get("caption")
         if image_id not in images:
             raise UserError(f"{path}: annotations[{i}] refers to unknown image_id {image_id!r}")
@@ -151,7 +151,8 @@ def _coco_boxes(path: Path, images: dict[Any, dict]) -> dict[Any, list[Box]]:
 
 def load_coco_captions(path: Path) -> dict[Any, list[str]]:
     """COCO image id → its captions (for Visual Genome images that have a `coco_id`)."""
-    return _coco_captions(path, _coco_images(_load_json(path), path))
+    doc = _load_json(path)
+    return _coco_captions(doc, path, _coco_images(doc, path))
 
 
 def load_coco(captions_path: Path, instances_path: Path | None, image_prefix: str = "",
@@ -161,8 +162,9 @@ def load_coco(captions_path: Path, instances_path: Path | None, image_prefix: st
     Images without any caption make no scene (a text-only teacher has nothing to read);
     images without boxes still do.
     """
-    images = _coco_images(_load_json(captions_path), captions_path)
-    captions = _coco_captions(captions_path, images)
+    doc = _load_json(captions_path)  # read once: the captions file holds both images and captions
+    images = _coco_images(doc, captions_path)
+    captions = _coco_captions(doc, captions_path, images)
     boxes = _coco_boxes(instances_path, images) if instances_path else {}
     for image_id, img in images.items():
         if image_id in captions:

@@ -26,6 +26,7 @@ class _Stream:
         self.path, self.id_keys, self.index = path, id_keys, -1
         self._items = ijson.items(handle, "item", use_float=True)
         self._next: dict | None = None
+        self.popped = -1  # index of the entry `pop` returned last
         self._advance()
 
     def _advance(self) -> None:
@@ -44,6 +45,20 @@ class _Stream:
             if key in entry:
                 return entry[key]
         raise UserError(f"{self.path}: entry {self.index} has no image id ({' or '.join(self.id_keys)})")
+
+    def pop(self) -> tuple[Any, dict] | None:
+        """The next entry with its image id, or None at the end of the file."""
+        if self._next is None:
+            return None
+        entry, self.popped = self._next, self.index
+        self._advance()
+        return self._id(entry), entry
+
+    def unread(self) -> str | None:
+        """A description of the first entry nobody took (None when the file was read to its end)."""
+        if self._next is None:
+            return None
+        return f"{self.path}: entry {self.index} (image {self._id(self._next)})"
 
     def take(self, image_id: Any) -> dict | None:
         """The entry for `image_id` if it is next; None when this file has no entry for it."""
@@ -124,20 +139,19 @@ def load_vg(folder: Path, coco_captions: Path | None = None, image_prefix: str =
         objects = stream("objects", ("image_id", "id"))
         regions = stream("region_descriptions", ("id", "image_id"))
         attributes = stream("attributes", ("image_id", "id")) if paths["attributes"].exists() else None
-        while images._next is not None:
-            image = images._next
-            image_id = images._id(image)
-            images._advance()
+        while (item := images.pop()) is not None:
+            image_id, image = item
             width, height = image.get("width"), image.get("height")
             if not (isinstance(width, (int, float)) and isinstance(height, (int, float)) and width > 0 and height > 0):
-                raise UserError(f"{images.path}: entry {images.index} (image {image_id}) has no positive width/height")
+                raise UserError(f"{images.path}: entry {images.popped} (image {image_id}) has no positive "
+                                "width/height")
             size = (float(width), float(height))
             attrs = _attributes(attributes.take(image_id)) if attributes else {}
             yield Scene(str(image_id), join_image(image_prefix, image_file_name(image)),
                         captions.get(image.get("coco_id"), []),
                         _objects(objects.take(image_id), attrs, size, objects.path, image_id), source,
                         _regions(regions.take(image_id), size, regions.path, image_id), size[0], size[1])
-        for leftover in (objects, regions, attributes):
-            if leftover is not None and leftover._next is not None:
-                raise UserError(f"{leftover.path}: entry {leftover.index} (image {leftover._id(leftover._next)}) "
-                                f"is out of image_data.json's order or names an unknown image")
+        for stream in (objects, regions, attributes):
+            left = stream.unread() if stream is not None else None
+            if left:
+                raise UserError(f"{left} is out of image_data.json's order or names an unknown image")

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-
 from ..errors import UserError
 from ..records import read_records, write_records
 from .messages import llava_to_messages, messages_to_llava
@@ -32,14 +30,6 @@ class ConvertOptions:
     image_data: Path | None = None
 
 
-def _first_record(path: Path) -> dict | None:
-    if path.suffix.lower() == ".jsonl":
-        with path.open("rb") as handle:
-            line = next((raw for raw in handle if raw.strip()), None)
-        return orjson.loads(line) if line else None
-    return next(iter(read_records(path)), None)
-
-
 def detect(path: Path) -> str:
     """The input's format, from its extension and its first record."""
     if not path.exists():
@@ -48,10 +38,7 @@ def detect(path: Path) -> str:
         return "parquet"
     if path.suffix.lower() not in (".json", ".jsonl"):
         raise UserError(f"{path}: cannot tell the format from the name; give --from")
-    try:
-        first = _first_record(path)
-    except orjson.JSONDecodeError as exc:
-        raise UserError(f"{path}: first record is not valid JSON ({exc})") from None
+    first = next(iter(read_records(path)), None)  # streamed: only the first record is parsed
     if not isinstance(first, dict):
         raise UserError(f"{path}: the first record is not an object; give --from")
     if "messages" in first:

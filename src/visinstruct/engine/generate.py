@@ -168,12 +168,17 @@ def generate(scenes: Iterable[Scene], model: str, make_teacher: Callable[[], Tea
     _check_sizes(scenes, opts)
     units = list(make_units(scenes, opts.tasks, opts.lang, opts.samples, model, opts.sampling, opts.mode,
                             opts.images))
+    if opts.dry_run:  # reads an existing ledger, creates nothing
+        answered = set()
+        if opts.ledger_path.exists():
+            ledger = Ledger(opts.ledger_path)
+            answered = ledger.answered_keys()
+            ledger.close()
+        dry_run(units, answered, opts, stream)
+        return Summary(units=len(units))
     ledger = Ledger(opts.ledger_path)
     try:
         answered = ledger.answered_keys()
-        if opts.dry_run:
-            dry_run(units, answered, opts, stream)
-            return Summary(units=len(units))
         todo = [u for u in units if u.key not in answered]
         summary = Summary(units=len(units), from_ledger=len(units) - len(todo))
         if todo:

@@ -41,7 +41,7 @@ class Unit:
         """The request with the image placeholder replaced by the prepared image's data URL."""
         prepared = prepare_image(self.scene.file, self.max_side, self.max_pixels)
         *head, last = self.request["messages"]
-        text, image = last["content"]
+        text = last["content"][0]
         image = {"type": "image_url", "image_url": {"url": prepared.data_url()}}
         return {**self.request, "messages": [*head, {**last, "content": [text, image]}]}
 
@@ -75,14 +75,19 @@ class ImageOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
 
 
-def _last_turn(scene: Scene, pack: PromptPack, images: ImageOptions) -> tuple[list[dict[str, Any]], int]:
+def _vlm_image(scene: Scene, images: ImageOptions) -> tuple[str, int]:
+    """(placeholder naming the image's hash, estimated image tokens): read once per scene, not per task."""
+    return (f"visinstruct-image:{fingerprint(scene.file)}:{images.max_side}",
+            estimate_image_tokens(scene.file, images.max_side))
+
+
+def _last_turn(scene: Scene, pack: PromptPack, image: tuple[str, int] | None) -> tuple[list[dict[str, Any]], int]:
     """The messages for one scene and the estimated tokens of the last user turn."""
-    if pack.mode != "vlm":
+    if image is None:
         messages = build_messages(pack, scene)
         return messages, estimate_tokens(messages[-1]["content"]) + 4
-    placeholder = f"visinstruct-image:{fingerprint(scene.file)}:{images.max_side}"
-    tokens = estimate_tokens(pack.user) + estimate_image_tokens(scene.file, images.max_side) + 4
-    return build_messages(pack, scene, placeholder), tokens
+    placeholder, image_tokens = image
+    return build_messages(pack, scene, placeholder), estimate_tokens(pack.user) + image_tokens + 4
 
 
 def make_units(scenes: Iterable[Scene], tasks: list[str], lang: str, samples: int, model: str, sampling: Sampling,
@@ -93,10 +98,11 @@ def make_units(scenes: Iterable[Scene], tasks: list[str], lang: str, samples: in
     fixed = {p.task: sum(estimate_tokens(m["content"]) + 4 for m in build_messages(p, Scene("", "", []))[:-1])
              for p in packs}
     for scene in scenes:
+        image = _vlm_image(scene, images) if mode == "vlm" else None
         for pack in packs:
             if pack.task == "referring_qa" and not (scene.boxes or scene.regions):
                 continue  # nothing to refer to
-            messages, last_tokens = _last_turn(scene, pack, images)
+            messages, last_tokens = _last_turn(scene, pack, image)
             for sample in range(samples):
                 unit_id = f"{scene.image_id}-{pack.task}-{sample}"
                 request = _request(model, messages, sampling, seeded_index(unit_id, 2**31))

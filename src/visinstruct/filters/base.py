@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+# The script of each supported language, and any letter at all (for script shares).
+SCRIPTS = {"en": re.compile(r"[A-Za-z]"), "ru": re.compile(r"[А-Яа-яЁё]"), "zh": re.compile(r"[\u4e00-\u9fff]")}
+LETTER = re.compile(r"[^\W\d_]")
+
+
+def script_share(sample: str, lang: str) -> float:
+    """The share of `sample`'s letters written in `lang`'s script (1.0 when it has no letters)."""
+    if lang == "en" and sample.isascii():
+        return 1.0
+    letters = len(LETTER.findall(sample))
+    return len(SCRIPTS[lang].findall(sample)) / letters if letters else 1.0
 
 
 @dataclass

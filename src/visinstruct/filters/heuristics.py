@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Reject, Verdict, gpt_texts
+from .base import SCRIPTS, Reject, Verdict, gpt_texts, script_share
 
 SOURCE_MENTIONS = re.compile("|".join([
     r"\b(?:the|these|those|given|provided|image's|this)\s+(?:captions?|descriptions?|annotations?)\b",
@@ -38,11 +38,6 @@ REFUSAL_TRIGGERS = ("as an ai", "language model", "unable to", "not able to", "c
                     "не вижу", "作为", "无法", "不能", "看不到")
 COORDINATES = re.compile(r"\[\s*(?:0?\.\d+|[01](?:\.0+)?)\s*,\s*(?:0?\.\d+|[01](?:\.0+)?)\s*,")
 ENDINGS = (".", "!", "?", "…", "。", "！", "？", ")", "\"", "»", "”", "」", "』", "）", "*", "`")
-LETTER_SCRIPTS = {"latin": re.compile(r"[A-Za-z]"), "cyrillic": re.compile(r"[А-Яа-яЁё]"),
-                  "cjk": re.compile(r"[\u4e00-\u9fff]")}
-_LETTER = re.compile(r"[^\W\d_]")
-EXPECTED_SCRIPT = {"en": "latin", "ru": "cyrillic", "zh": "cjk"}
-
 
 @dataclass
 class Limits:
@@ -52,14 +47,6 @@ class Limits:
     max_answer_chars: int = 8000
     min_script_share: float = 0.5
     truncation_min_chars: int = 40
-
-
-def _script_share(text: str, script: str) -> float:
-    sample = text[:300]  # enough letters to tell the script
-    if script == "latin" and sample.isascii():
-        return 1.0
-    letters = len(_LETTER.findall(sample))
-    return len(LETTER_SCRIPTS[script].findall(sample)) / letters if letters else 1.0
 
 
 def _loop(text: str, lang: str) -> str | None:
@@ -118,11 +105,10 @@ class HeuristicsFilter:
         return f"raw coordinates in the answer ({match.group()}…)" if match else None
 
     def _script(self, text: str, lang: str, record: dict, lower: str) -> str | None:
-        script = EXPECTED_SCRIPT.get(lang)
-        if script is None:
+        if lang not in SCRIPTS:
             return None
-        share = _script_share(text, script)
-        return f"only {share:.0%} of letters are {script} in a {lang} record" if share < self.limits.min_script_share \
+        share = script_share(text[:300], lang)
+        return f"only {share:.0%} of letters are in the {lang} script" if share < self.limits.min_script_share \
             else None
 
     def _repetition(self, text: str, lang: str, record: dict, lower: str) -> str | None:

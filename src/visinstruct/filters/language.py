@@ -7,13 +7,9 @@ tenth of the cost; mixed-script text goes to the model.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from .base import Reject, Verdict, gpt_texts
-
-SCRIPTS = {"en": re.compile(r"[A-Za-z]"), "ru": re.compile(r"[А-Яа-яЁё]"), "zh": re.compile(r"[\u4e00-\u9fff]")}
-_LETTER = re.compile(r"[^\W\d_]")
+from .base import LETTER, SCRIPTS, Reject, Verdict, gpt_texts, script_share
 
 
 class LanguageFilter:
@@ -32,17 +28,11 @@ class LanguageFilter:
     def identify(self, text: str, expected: str | None = None) -> tuple[str, float]:
         """(language, probability) of a text; the expected language's script is tried first."""
         sample = text[:300]
-        if set(self.languages) == set(SCRIPTS):
-            if sample.isascii():
-                if any(c.isalpha() for c in sample[:40]) or _LETTER.search(sample):
-                    return "en", 1.0
-            else:
-                letters = len(_LETTER.findall(sample))
-                order = sorted(SCRIPTS, key=lambda lang: lang != expected)
-                for lang in order if letters >= 2 else ():
-                    share = len(SCRIPTS[lang].findall(sample)) / letters
-                    if share >= 0.95:
-                        return lang, share
+        if set(self.languages) == set(SCRIPTS) and len(LETTER.findall(sample[:40])) >= 2:
+            for lang in sorted(SCRIPTS, key=lambda lang: lang != expected):  # the expected script first
+                share = script_share(sample, lang)
+                if share >= 0.95:
+                    return lang, share
         found, probability = self.identifier.classify(sample[:200])
         return found, float(probability)
 

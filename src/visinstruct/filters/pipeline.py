@@ -9,7 +9,6 @@ kept and listed in the report.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
 
+from ..convert.files import write_atomic
 from ..errors import UserError
 from ..records import RecordWriter, read_records
 from .base import Reject, Rewrite
@@ -180,7 +180,5 @@ def run_filter(source: Path, kept: Path, rejects: Path, config: FilterConfig,
               "spelling": dict(spelling.most_common()), "rewrites": rewrites,
               "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}}
     if report:
-        tmp = report.with_name(f".{report.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(result, ensure_ascii=False, indent=1))
-        os.replace(tmp, report)
+        write_atomic(report, json.dumps(result, ensure_ascii=False, indent=1).encode())
     return result

@@ -73,7 +73,7 @@ class Speller:
     def _check(self, word: str) -> bool:
         if len(word) <= 2 or word.lower() in self.allow:
             return True
-        if word[0].isupper() or (word.isupper() and len(word) > 1):
+        if word[0].isupper():
             return True  # names and acronyms
         cyrillic, latin = bool(_CYRILLIC.search(word)), bool(_LATIN.search(word))
         if cyrillic and latin:

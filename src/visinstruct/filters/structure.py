@@ -7,10 +7,10 @@ from typing import Any
 
 from PIL import Image
 
+from ..records import IMAGE_TOKEN
 from .base import Reject, Verdict
 
 ROLES = ("human", "gpt", "system")
-IMAGE_TOKEN = "<image>"
 
 
 def _images(record: dict[str, Any]) -> list[Any]:
