@@ -40,8 +40,8 @@ VISINSTRUCT = """
 import sys
 sys.path.insert(0, {src_dir!r})
 from pathlib import Path
-from visinstruct.convert.parquet import parquet_to_llava
-parquet_to_llava(Path({src!r}), Path({out!r}) / "data.json", Path({out!r}) / "images", workers={workers})
+from visinstruct.convert.run import ConvertOptions, convert
+convert(Path({src!r}), Path({out!r}) / "data.json", ConvertOptions("llava", workers={workers}, progress=False))
 """
 
 PLAIN_COPY = """

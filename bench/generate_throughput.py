@@ -22,10 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from visinstruct.engine.generate import GenerateOptions, generate  # noqa: E402
-from visinstruct.engine.units import Sampling  # noqa: E402
-from visinstruct.scenes import Box, Scene  # noqa: E402
-from visinstruct.teachers.http import HTTPTeacher  # noqa: E402
+from visinstruct.generate.stage import GenerateOptions, generate_scenes  # noqa: E402
+from visinstruct.sources.scene import Box, Scene  # noqa: E402
+from visinstruct.teachers.factory import TeacherConfig  # noqa: E402
 
 TARGET_RPS = 1500.0
 
@@ -54,12 +53,12 @@ def start_server(latency: float, workers: int = 1) -> tuple[list[subprocess.Pope
 def run_engine(base_url: str, n_units: int, concurrency: int) -> tuple[float, float, float]:
     """(wall seconds of the whole generate call, seconds in the request phase, client CPU seconds)."""
     with tempfile.TemporaryDirectory() as tmp:
-        opts = GenerateOptions(out=Path(tmp) / "out.jsonl", tasks=["conversation"], sampling=Sampling(0.7, None, 256),
-                               concurrency=concurrency, progress=False)
+        opts = GenerateOptions(out=Path(tmp) / "out.jsonl", task_names=["conversation"], max_tokens=256,
+                               progress=False)
+        teacher = TeacherConfig(base_url, "bench", timeout=60, concurrency=concurrency).settle()
         cpu0, t0 = time.process_time(), time.perf_counter()
         with open(os.devnull, "w") as quiet:
-            summary = generate(scenes(n_units), "bench",
-                               lambda: HTTPTeacher(base_url, "bench", None, 60, concurrency), opts, stream=quiet)
+            summary = generate_scenes(scenes(n_units), teacher, opts, stream=quiet)
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         assert summary.done == n_units, summary
         return wall, summary.run_seconds, cpu
@@ -95,10 +94,12 @@ def bench_http(units_per_slot: int) -> None:
 
 
 def bench_embedded(n: int = 8, max_tokens: int = 64) -> None:
-    from visinstruct.engine.units import make_units
+    from visinstruct.generate.tasks import resolve
+    from visinstruct.generate.units import Sampling, make_units
     from visinstruct.teachers.embedded import EMBEDDED_MODEL, EmbeddedTeacher
 
-    units = list(make_units(scenes(n), ["conversation"], "en", 1, EMBEDDED_MODEL, Sampling(None, None, max_tokens)))
+    units = list(make_units(scenes(n), resolve(["conversation"], "text"), "en", 1, EMBEDDED_MODEL,
+                            Sampling(None, None, max_tokens)))
     requests = [u.request for u in units]
     teacher = EmbeddedTeacher(batch_size=n)
     teacher._generate(requests[:1])  # load and warm up

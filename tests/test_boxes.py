@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from visinstruct.boxes import find_boxes, pad_box, pad_boxes_in_text, unpad_box
+from visinstruct.core.boxes import find_boxes, pad_box, pad_boxes_in_text, unpad_box
 
 
 @pytest.mark.parametrize("box, width, height, expected", [

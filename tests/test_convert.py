@@ -165,8 +165,8 @@ def test_svit_to_llava15_exactly(tmp_path: Path) -> None:
     result = run_cli("convert", str(tmp_path / "svit.json"), str(tmp_path / "out.json"), "--to", "llava",
                      "--image-data", str(vg / "image_data.json"))
     assert result.returncode == 0, result.stderr
-    from visinstruct.prompts import format_instruction, load_pack
-    instruction = format_instruction(load_pack("referring_qa", "en"), "7_1", 0)
+    from visinstruct.core.referring import format_instruction
+    instruction = format_instruction("en", "7_1", 0)
     assert read_records(tmp_path / "out.json") == [
         {"id": "7_0", "image": "VG_100K/7.jpg", "conversations": [
             {"from": "human", "value": "<image>\nWhat is the man holding?"}, {"from": "gpt", "value": "A kite."}]},

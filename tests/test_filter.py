@@ -168,8 +168,8 @@ def test_filter_cli_end_to_end(tmp_path: Path) -> None:
     assert rejects["near"][0] == "near_dedup" and "keep" in rejects["near"][1]
     assert rejects["img-dup"][0] == "image_dedup" and "keep" in rejects["img-dup"][1]
     report = json.loads((tmp_path / "kept.json.report.json").read_text())
-    assert report["records"] == 9 and report["kept"] == 3 and report["rejected"] == 6
-    assert report["rejected_by_stage"]["heuristics"] == {"annotation_source": 1}
+    assert report["records_in"] == 9 and report["records_out"] == 3 and report["rejected"] == 6
+    assert report["steps"]["heuristics"]["rejected_by_reason"] == {"annotation_source": 1}
     again = run_cli("filter", str(source), "--out", str(tmp_path / "k2.jsonl"), "--rejects",
                     str(tmp_path / "r2.jsonl"), "--workers", "2", "--no-spelling")
     assert again.returncode == 0, again.stderr

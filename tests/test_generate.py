@@ -15,7 +15,8 @@ import pytest
 
 from conftest import REPO, read_records, run_cli
 from teacher_server import ServerThread, TeacherServer
-from visinstruct.prompts import load_pack
+from visinstruct.generate.prompts import load_pack
+from visinstruct.generate.tasks import REGISTRY
 
 TASKS = ("conversation", "detail_description", "complex_reasoning")
 
@@ -40,7 +41,7 @@ def test_val80_all_units_parsed(tmp_path: Path, teacher: ServerThread, val80: Pa
         assert sum(t["value"].count("<image>") for t in turns) == 1
         assert all(t["value"].strip() for t in turns)
     detail = [r for r in records if r["task"] == "detail_description"]
-    instructions = set(load_pack("detail_description", lang).instructions)
+    instructions = set(load_pack(REGISTRY[("text", "detail_description")], lang).instructions)
     assert all(r["conversations"][0]["value"].removeprefix("<image>\n") in instructions for r in detail)
     assert len({r["conversations"][0]["value"] for r in detail}) > 3  # drawn, not always the same one
 
@@ -161,7 +162,7 @@ def test_sigkill_midway_then_resume(tmp_path: Path, val80: Path) -> None:
     out, ledger = tmp_path / "out.json", tmp_path / "out.json.ledger.sqlite"
     cmd = [sys.executable, "-m", "visinstruct", "generate", "--caps-boxes", str(val80), "--out", str(out),
            "--base-url", base_url, "--model", "m", "--concurrency", "4", "--no-progress"]
-    (tmp_path / ".out.json.999999.tmp").write_text("[\n{\"half\": ")  # as if killed while writing
+    (tmp_path / ".out.json.tmp").write_text("[\n{\"half\": ")  # as if killed while writing
     try:
         run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.time() + 60

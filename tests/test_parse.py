@@ -2,7 +2,7 @@
 
 import pytest
 
-from visinstruct.parse import ReplyParseError, parse_description, parse_pairs
+from visinstruct.generate.parse import ReplyParseError, parse_description, parse_pairs
 
 CASES = {
     "llava blocks": ("Question:\nWhat is on the table?\n===\nAnswer:\nA cup of coffee.\n===\n"

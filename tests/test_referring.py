@@ -10,9 +10,7 @@ import pytest
 from conftest import read_records, run_cli
 from teacher_server import ServerThread
 from test_visual_genome import write_vg
-from visinstruct.parse import ReplyParseError
-from visinstruct.prompts import load_pack
-from visinstruct.referring import check_markup, to_llava15
+from visinstruct.core.referring import FORMAT_INSTRUCTIONS, MarkupError, check_markup, to_llava15
 
 
 @pytest.mark.parametrize("text, reason", [
@@ -26,7 +24,7 @@ from visinstruct.referring import check_markup, to_llava15
     ("<st>dogs<ed> [0.1, 0.2, 0.3, 0.4], [0.1, 0.2]", "does not have 4 numbers"),
 ])
 def test_broken_markup_is_refused_with_reason(text: str, reason: str) -> None:
-    with pytest.raises(ReplyParseError, match=reason):
+    with pytest.raises(MarkupError, match=reason):
         check_markup(text)
 
 
@@ -59,7 +57,7 @@ def test_native_and_llava15_styles_share_the_ledger(tmp_path: Path, teacher: Ser
     assert result.returncode == 0 and "from ledger: 2" in result.stderr
     assert len(teacher.server.received) == 2  # the style is applied to stored replies: nothing re-requested
     padded = read_records(out)[0]["conversations"]
-    instructions = load_pack("referring_qa", "en").format_instructions
+    instructions = FORMAT_INSTRUCTIONS["en"]
     question, instruction = padded[0]["value"].split("? ", 1)
     assert question == "<image>\nWhere is red shiny car [0.1, 0.2, 0.3, 0.35]"  # 800 x 600: y + 100 px, / 800
     assert instruction in instructions

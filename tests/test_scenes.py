@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from visinstruct.errors import UserError
-from visinstruct.scenes import load_caps_boxes, load_coco, scene_text
+from visinstruct.core.errors import UserError
+from visinstruct.sources.coco import load_caps_boxes, load_coco
+from visinstruct.sources.scene import scene_text
 
 
 def write_coco(tmp_path: Path) -> tuple[Path, Path]:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from visinstruct.errors import UserError
-from visinstruct.scenes import scene_text
-from visinstruct.visual_genome import load_vg
+from visinstruct.core.errors import UserError
+from visinstruct.sources.scene import scene_text
+from visinstruct.sources.visual_genome import load_vg
 
 
 def write_vg(folder: Path, with_attributes: bool = True) -> Path:

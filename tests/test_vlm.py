@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import read_records, run_cli
 from teacher_server import ServerThread
-from visinstruct.images import ImageError, prepare_image
+from visinstruct.generate.vlm import ImageError, prepare_image
 
 GOOD = ("photo.jpg", "nested/wide.png", "rotated.jpg", "alpha.png", "pic.webp")
 BAD = {"empty.jpg": "empty file", "truncated.jpg": "cannot decode", "notes.txt": "not an image",

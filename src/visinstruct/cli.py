@@ -3,43 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
-from .boxes import pad_boxes_in_text
-from .convert.run import FORMATS, ConvertOptions, convert
-from .engine.generate import GenerateOptions, generate, print_summary
-from .engine.units import ImageOptions, Sampling
-from .errors import UserError
-from .filters.pipeline import STAGES, FilterConfig, run_filter
-from .filters.validate import validate
-from .images import image_scenes
-from .prompts import DEFAULT_TASKS, LANGS, MODES, TASKS, VLM_TASKS
-from .scenes import Scene, load_caps_boxes, load_coco
-from .teachers.base import Teacher
-from .visual_genome import load_vg
+from .core.boxes import pad_boxes_in_text
+from .core.errors import UserError
+from .core.report import summary_lines, write_report
+from .exec import EXECUTORS
+from .generate.tasks import LANGS, all_task_names, task_names
+
+FORMATS = ("llava", "parquet", "messages", "wds", "svit")
+STAGES = ("structure", "spelling", "heuristics", "language", "dedup")
 
 
 def _tasks(value: str) -> list[str]:
     tasks = [t.strip() for t in value.split(",") if t.strip()]
-    known = set(TASKS) | set(VLM_TASKS)
+    known = all_task_names()
     unknown = [t for t in tasks if t not in known]
     if unknown or not tasks:
         raise argparse.ArgumentTypeError(
-            f"unknown task(s) {', '.join(unknown) or value!r}; choose from {', '.join(sorted(known))}")
-    return tasks
-
-
-def _check_tasks(tasks: list[str] | None, mode: str) -> list[str]:
-    allowed = MODES[mode]
-    if tasks is None:
-        return list(DEFAULT_TASKS if mode == "text" else VLM_TASKS)
-    wrong = [t for t in tasks if t not in allowed]
-    if wrong:
-        raise UserError(f"task(s) {', '.join(wrong)} are not {mode}-mode tasks; choose from {', '.join(allowed)}")
+            f"unknown task(s) {', '.join(unknown) or value!r}; choose from {', '.join(known)}")
     return tasks
 
 
@@ -50,6 +35,18 @@ def _positive(kind: type) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"must be positive, got {value}")
         return number
     return convert
+
+
+def _add_run_args(p: argparse.ArgumentParser, workers_help: str) -> None:
+    """The flags every stage shares: executor, workers, Ray address, report, progress."""
+    g = p.add_argument_group("running")
+    g.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: processes on this machine (default); ray: a Ray cluster (needs the 'ray' extra)")
+    g.add_argument("--workers", type=_positive(int), help=workers_help)
+    g.add_argument("--ray-address", metavar="ADDR",
+                   help="join this Ray cluster (e.g. ray://head:10001 or auto); default: start a local Ray")
+    g.add_argument("--report", type=Path, help="write the stage's report (stats) here as JSON")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -77,8 +74,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, required=True, help="output file, .json (a list) or .jsonl")
     out.add_argument("--tasks", type=_tasks, default=None,
-                     help=f"comma-separated; text mode: {','.join(TASKS)} (default: all but referring_qa); "
-                          f"vlm mode: {','.join(VLM_TASKS)} (default: all)")
+                     help=f"comma-separated; text mode: {','.join(task_names('text'))} "
+                          "(default: all but referring_qa); "
+                          f"vlm mode: {','.join(task_names('vlm'))} (default: all)")
     out.add_argument("--referring-style", choices=("native", "llava15"), default="native",
                      help="referring_qa output: native <st>name<ed> [box] markup, or llava15 (tags removed, "
                           "boxes in the square-padded frame, a format instruction after each question)")
@@ -108,71 +106,36 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--price-in", type=float, help="price per 1M prompt tokens, for the cost line")
     e.add_argument("--price-out", type=float, help="price per 1M completion tokens")
     e.add_argument("--dry-run", action="store_true", help="print requests, tokens and cost; send nothing")
-    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_run_args(p, "ray: generation actors, each with its own ledger shard (default 1)")
     p.set_defaults(func=run_generate)
-
-
-def _scenes(args: argparse.Namespace) -> list[Scene]:
-    if args.mode == "vlm":
-        if not args.images or args.vg or args.caps_boxes or args.coco_captions:
-            raise UserError("--mode vlm takes its images from --images (a folder or a list file) alone")
-        return image_scenes(args.images, args.image_prefix, args.source or args.images.stem)
-    if args.images:
-        raise UserError("--images needs --mode vlm")
-    if args.vg:
-        if args.caps_boxes or args.coco_instances:
-            raise UserError("--vg takes only --coco-captions besides it (for images with a coco_id)")
-        return list(load_vg(args.vg, args.coco_captions, args.image_prefix, args.source or "visual_genome"))
-    if bool(args.caps_boxes) == bool(args.coco_captions):
-        raise UserError("give one input: --coco-captions (with optional --coco-instances), --caps-boxes or --vg")
-    if args.coco_instances and not args.coco_captions:
-        raise UserError("--coco-instances needs --coco-captions")
-    if args.caps_boxes:
-        return list(load_caps_boxes(args.caps_boxes, args.image_prefix, args.source or args.caps_boxes.stem))
-    return list(load_coco(args.coco_captions, args.coco_instances, args.image_prefix,
-                          args.source or args.coco_captions.stem))
-
-
-def _teacher(args: argparse.Namespace) -> tuple[str, Callable[[], Teacher], int, float | None]:
-    """(model name, factory, default max tokens, default temperature)."""
-    if args.base_url:
-        if not args.model:
-            raise UserError("--base-url needs --model")
-        key = None
-        if args.api_key_env:
-            key = os.environ.get(args.api_key_env)
-            if not key:
-                raise UserError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
-        from .teachers.http import HTTPTeacher
-        return args.model, lambda: HTTPTeacher(args.base_url, args.model, key, args.timeout,
-                                               args.concurrency or 64), 1024, 0.7
-    if args.model or args.api_key_env:
-        raise UserError("--model and --api-key-env need --base-url (without them the embedded teacher runs)")
-    from .teachers.embedded import EMBEDDED_MODEL, EmbeddedTeacher
-    return EMBEDDED_MODEL, lambda: EmbeddedTeacher(batch_size=args.batch_size), 200, None
 
 
 def run_generate(args: argparse.Namespace) -> int:
     """`visinstruct generate`."""
-    args.mode = args.mode or ("vlm" if args.images else "text")
-    tasks = _check_tasks(args.tasks, args.mode)
-    scenes = _scenes(args)
-    if args.mode == "vlm" and not args.base_url:
+    from .generate.stage import GenerateOptions, generate, print_summary
+    from .generate.units import ImageOptions
+    from .sources import InputSpec
+    from .teachers.factory import TeacherConfig
+
+    mode = args.mode or ("vlm" if args.images else "text")
+    inputs = InputSpec(mode, args.coco_captions, args.coco_instances, args.caps_boxes, args.vg, args.images,
+                       args.image_prefix, args.source)
+    if mode == "vlm" and not args.base_url:
         raise UserError("--mode vlm needs a VLM server (--base-url, --model): the embedded teacher reads text only")
-    model, factory, max_tokens, temperature = _teacher(args)
+    teacher = TeacherConfig(args.base_url, args.model, args.api_key_env, args.timeout, args.concurrency,
+                            args.batch_size)
     opts = GenerateOptions(
-        out=args.out, tasks=tasks, lang=args.lang, split=args.split, samples=args.samples_per_image,
-        limit=args.limit, ledger=args.ledger,
-        sampling=Sampling(args.temperature if args.temperature is not None else temperature, args.top_p,
-                          args.max_tokens or max_tokens),
-        concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, retries=args.retries, backoff=args.backoff,
-        price_in=args.price_in, price_out=args.price_out, dry_run=args.dry_run,
-        referring_style=args.referring_style, mode=args.mode,
-        images=ImageOptions(args.max_side, args.max_pixels),
-        progress=False if args.no_progress else None)
-    summary = generate(scenes, model, factory, opts)
+        out=args.out, task_names=args.tasks, mode=mode, lang=args.lang, split=args.split,
+        samples=args.samples_per_image, limit=args.limit, ledger=args.ledger, temperature=args.temperature,
+        top_p=args.top_p, max_tokens=args.max_tokens, rpm=args.rpm, tpm=args.tpm, retries=args.retries,
+        backoff=args.backoff, price_in=args.price_in, price_out=args.price_out, dry_run=args.dry_run,
+        referring_style=args.referring_style, images=ImageOptions(args.max_side, args.max_pixels),
+        progress=False if args.no_progress else None, executor=args.executor, workers=args.workers or 1,
+        ray_address=args.ray_address)
+    summary = generate(inputs, teacher, opts)
     if not args.dry_run:
         print_summary(summary, opts, sys.stderr)
+    write_report(args.report, summary.report(opts))
     return 0
 
 
@@ -206,19 +169,26 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
                                                     "(default: the input's folder)")
     p.add_argument("--images-out", type=Path, help="parquet→llava: where images are written "
                                                     "(default: <output folder>/images)")
-    p.add_argument("--workers", type=_positive(int), default=1, help="parquet→llava: processes (default 1)")
     p.add_argument("--shard-size", type=_positive(int), help="rows per parquet shard (5000) or tar shard (1000)")
     p.add_argument("--image-data", type=Path, help="svit→llava: Visual Genome image_data.json for image sizes")
+    _add_run_args(p, "processes (local) or Ray workers for the per-record work (default 1)")
     p.set_defaults(func=run_convert)
 
 
 def run_convert(args: argparse.Namespace) -> int:
     """`visinstruct convert`."""
-    opts = ConvertOptions(args.to, args.source_format, args.image_root, args.images_out, args.workers,
-                          args.shard_size, args.image_data)
-    count = convert(args.input, args.output, opts)
-    print(f"wrote {count} records to {args.output}", file=sys.stderr)
+    from .convert.run import ConvertOptions, convert
+
+    opts = ConvertOptions(args.to, args.source_format, args.image_root, args.images_out, args.workers or 1,
+                          args.shard_size, args.image_data, args.executor, args.ray_address, _progress(args))
+    report = convert(args.input, args.output, opts)
+    write_report(args.report, report)
+    print(f"wrote {report['records_out']} records to {args.output} in {report['seconds']} s", file=sys.stderr)
     return 0
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    return False if args.no_progress else None
 
 
 def _add_validate(sub: argparse._SubParsersAction) -> None:
@@ -231,13 +201,18 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-untagged", action="store_true",
                    help="accept one image with no <image> token (LLaVA-Instruct-ru's val split)")
     p.add_argument("--show", type=int, default=200, help="print at most this many problems (default 200)")
+    _add_run_args(p, "processes (local) or Ray workers (default 1)")
     p.set_defaults(func=run_validate)
 
 
 def run_validate(args: argparse.Namespace) -> int:
     """`visinstruct validate`."""
-    result = validate(args.input, args.image_root, args.check_images, args.allow_untagged, args.show, sys.stdout)
-    return 0 if result else 1
+    from .filters.validate import validate
+
+    report = validate(args.input, args.image_root, args.check_images, args.allow_untagged, args.show, sys.stdout,
+                      args.executor, args.workers or 1, args.ray_address, _progress(args))
+    write_report(args.report, report)
+    return 0 if report["valid"] else 1
 
 
 def _add_filter(sub: argparse._SubParsersAction) -> None:
@@ -248,7 +223,6 @@ def _add_filter(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help="LLaVA .json or .jsonl")
     p.add_argument("--out", type=Path, required=True, help="kept records (.json or .jsonl)")
     p.add_argument("--rejects", type=Path, required=True, help="rejected records with their reasons")
-    p.add_argument("--report", type=Path, help="JSON report (default: <out>.report.json)")
     p.add_argument("--config", type=Path, help="YAML file with any of the settings below (flags win)")
     p.add_argument("--stages", help=f"comma-separated, from {','.join(STAGES)} (default: all)")
     p.add_argument("--no-spelling", action="store_true", help="skip the spelling stage")
@@ -262,17 +236,20 @@ def _add_filter(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--language-threshold", type=float, help="minimum language-id probability (default 0.5)")
     p.add_argument("--near-dup", type=float, metavar="JACCARD", help="also reject MinHash near-duplicates (e.g. 0.85)")
     p.add_argument("--image-dup", type=int, metavar="BITS", help="also reject images within this phash distance (4)")
-    p.add_argument("--workers", type=_positive(int), help="processes for the stateless stages (default 1)")
+    _add_run_args(p, "processes (local) or Ray workers for the stateless stages (default 1)")
     p.set_defaults(func=run_filter_command)
 
 
 def run_filter_command(args: argparse.Namespace) -> int:
     """`visinstruct filter`."""
+    from .filters.pipeline import FilterConfig, run_filter
+
     overrides = {"lang": args.lang, "image_root": args.image_root, "check_images": args.check_images,
                  "allow_untagged": args.allow_untagged, "allowlist": args.allowlist,
                  "min_answer_chars": args.min_answer_chars, "max_answer_chars": args.max_answer_chars,
                  "language_threshold": args.language_threshold, "near_dup": args.near_dup,
-                 "image_dup": args.image_dup, "workers": args.workers}
+                 "image_dup": args.image_dup, "workers": args.workers, "executor": args.executor,
+                 "ray_address": args.ray_address}
     if args.stages:
         overrides["stages"] = [s.strip() for s in args.stages.split(",") if s.strip()]
     config = FilterConfig.from_yaml(args.config, **overrides) if args.config else \
@@ -280,11 +257,10 @@ def run_filter_command(args: argparse.Namespace) -> int:
     if args.no_spelling:
         config.stages = [s for s in config.stages if s != "spelling"]
     report = args.report or args.out.with_name(args.out.name + ".report.json")
-    result = run_filter(args.input, args.out, args.rejects, config, report)
-    print(f"{result['records']} records: {result['kept']} kept ({result['rewritten']} truncated), "
-          f"{result['rejected']} rejected in {result['seconds']} s", file=sys.stderr)
-    for stage, reasons in result["rejected_by_stage"].items():
-        print(f"  {stage}: " + ", ".join(f"{code} {n}" for code, n in reasons.items()), file=sys.stderr)
+    result = run_filter(args.input, args.out, args.rejects, config, report, _progress(args))
+    for line in summary_lines(result):
+        print(line, file=sys.stderr)
+    print(f"  truncated and kept: {result['rewritten']}", file=sys.stderr)
     print(f"kept: {args.out}  rejects: {args.rejects}  report: {report}", file=sys.stderr)
     return 0
 

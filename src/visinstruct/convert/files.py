@@ -1,12 +1,8 @@
-"""Image files for conversions: real format from the bytes, safe unique names, paths kept inside a root."""
+"""Image files for conversions: real format from the bytes, safe unique names, """
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
-
-from ..errors import UserError
 
 SIGNATURES = (
     (b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"), (b"GIF87a", ".gif"), (b"GIF89a", ".gif"),
@@ -43,21 +39,3 @@ class NameBook:
             name = f"{stem}-{n}"
         self.used.add(name.lower())
         return name
-
-
-def inside(root: Path, relative: str, where: str) -> Path:
-    """`root / relative`, refusing absolute paths and paths that climb out of the root."""
-    if not isinstance(relative, str) or not relative:
-        raise UserError(f"{where}: 'image' must be a non-empty path string, got {relative!r}")
-    candidate = Path(relative)
-    if candidate.is_absolute() or ".." in candidate.parts:
-        raise UserError(f"{where}: image path {relative!r} escapes the image root (absolute or '..')")
-    return root / candidate
-
-
-def write_atomic(path: Path, data: bytes | memoryview) -> None:
-    """Write to a temporary name beside `path`, then rename: a killed run never leaves a half image."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 TO_ROLE = {"human": "user", "gpt": "assistant", "system": "system"}
 TO_FROM = {role: source for source, role in TO_ROLE.items()}

@@ -1,19 +1,18 @@
 """HF parquet (images embedded, the LLaVA-NeXT-Data layout) ⇄ LLaVA json/jsonl + an image folder.
 
 Image bytes are copied as they are: never decoded, never re-encoded; a file's extension comes from the
-bytes' signature. Parquet → LLaVA runs over row groups, in parallel with `workers`, in two passes:
-file names are handed out first (so ids that sanitize alike never overwrite each other), then each row
-group's images are written and its records returned in order.
+bytes' signature. Parquet → LLaVA is a step over row groups, in two passes: file names are handed out
+first, in the driver (so ids that sanitize alike never overwrite each other), then each row group is an
+item that a worker expands into its records, writing its images. LLaVA → parquet reads each record's
+image bytes in a stateless step; the driver writes the shards.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import UserError
-from ..records import read_records, write_records
-from .files import NameBook, image_extension, inside, safe_stem, write_atomic
+from ..core.errors import UserError
+from ..core.io import AtomicFile, inside, read_records, write_bytes
+from ..core.step import Item, Step
+from .files import NameBook, image_extension, safe_stem
 
 
 @dataclass
@@ -35,14 +35,6 @@ class Group:
     first_row: int
     stems: list[list[str]]  # per row: one stem per image
     images_out: Path
-
-
-def parquet_files(path: Path) -> list[Path]:
-    """One parquet file, or every parquet file under a folder (sorted: shard order)."""
-    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
-    if not files or not files[0].exists():
-        raise UserError(f"{path}: no parquet file found")
-    return files
 
 
 def _open(path: Path) -> pq.ParquetFile:
@@ -130,7 +122,7 @@ def convert_group(group: Group) -> list[dict[str, Any]]:
             if ext is None:
                 where = f"{group.file}: row {group.first_row + offset} (id {row.get('id')!r})"
                 raise UserError(f"{where}: image bytes are not a known image format (starts {bytes(data[:8])!r})")
-            write_atomic(group.images_out / f"{stem}{ext}", data)
+            write_bytes(group.images_out / f"{stem}{ext}", data, fsync=False)
             names.append(f"{stem}{ext}")
         if names:
             row = {"id": row["id"], "image": names if multi else names[0],
@@ -139,21 +131,30 @@ def convert_group(group: Group) -> list[dict[str, Any]]:
     return records
 
 
-def parquet_to_llava(src: Path, out: Path, images_out: Path, workers: int = 1) -> int:
-    """Convert a parquet file or folder of shards; returns the number of records written."""
-    images_out.mkdir(parents=True, exist_ok=True)
-    groups = plan(parquet_files(src), images_out)
+class ParquetGroupStep(Step):
+    """Stateless flat-map: a planned row group in, its LLaVA records out (its images written on the way)."""
 
-    def records() -> Iterator[dict[str, Any]]:
-        if workers <= 1:
-            for group in groups:
-                yield from convert_group(group)
-            return
-        with Pool(workers) as pool:
-            for batch in pool.imap(convert_group, groups):
-                yield from batch
+    name = "parquet_to_llava"
 
-    return write_records(out, records())
+    def process(self, items: list[Item]) -> list[Item]:
+        out = []
+        for item in items:
+            group: Group = item.record
+            out += [Item(item.index, record, f"{group.file}: row {group.first_row + k}")
+                    for k, record in enumerate(convert_group(group))]
+        self.stats["row_groups"] += len(items)
+        return out
+
+
+@dataclass
+class GroupSplit:
+    """The planned row groups as one input split (they are small descriptors, not data)."""
+
+    groups: list[Group]
+
+    def read(self) -> Iterator[Item]:
+        for group in self.groups:
+            yield Item(-1, group, f"{group.file}: row group {group.index}")
 
 
 # ---- LLaVA → parquet -------------------------------------------------------------------------------
@@ -241,33 +242,50 @@ class ShardWriter:
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise UserError(f"shard {self.written}: a column's values do not match the first shard's types "
                             f"({exc})") from None
-        target = self.path(self.written)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        pq.write_table(table, tmp, row_group_size=min(1000, max(1, table.num_rows)))
-        os.replace(tmp, target)
+        with AtomicFile(self.path(self.written)) as handle:
+            pq.write_table(table, handle, row_group_size=min(1000, max(1, table.num_rows)))
         self.written += 1
 
 
-def llava_to_parquet(src: Path, out: Path, image_root: Path, shard_size: int = 5000) -> int:
-    """LLaVA json/jsonl + image root → parquet shards with embedded images; returns rows written."""
-    found = survey(src)
-    if found.count == 0:
-        raise UserError(f"{src}: no records")
-    writer = ShardWriter(out, math.ceil(found.count / shard_size), found)
-    keys = ("id", "image", "conversations", *found.extras)
-    columns: dict[str, list] = {k: [] for k in keys}
-    for n, record in enumerate(read_records(src)):
-        where = f"{src}: record {n} (id {record.get('id')!r})"
-        value = _image_value(record, image_root, where)
-        columns["id"].append(str(record.get("id", n)))
-        columns["image"].append([value] if found.multi_image and isinstance(value, dict) else value)
-        columns["conversations"].append(record["conversations"])
-        for key in found.extras:
-            columns[key].append(record.get(key))
-        if len(columns["id"]) == shard_size:
-            writer.write(columns)
-            columns = {k: [] for k in keys}
-    if columns["id"]:
-        writer.write(columns)
-    return found.count
+class ReadImagesStep(Step):
+    """Stateless: each record's image paths → `{bytes, path}` values read from under the image root."""
+
+    name = "read_images"
+
+    def __init__(self, root: Path, multi: bool) -> None:
+        super().__init__()
+        self.root, self.multi = root, multi
+
+    def process(self, items: list[Item]) -> list[Item]:
+        for item in items:
+            record = item.record
+            where = f"{item.where} (id {record.get('id')!r})"
+            value = _image_value(record, self.root, where)
+            item.extra = {"image": [value] if self.multi and isinstance(value, dict) else value}
+        return items
+
+
+class ParquetSink:
+    """Collects records into parquet shards of `shard_size` rows (schema from the survey)."""
+
+    def __init__(self, out: Path, found: Survey, shard_size: int) -> None:
+        self.writer = ShardWriter(out, math.ceil(found.count / shard_size), found)
+        self.keys = ("id", "image", "conversations", *found.extras)
+        self.shard_size, self.found, self.count = shard_size, found, 0
+        self.columns: dict[str, list] = {k: [] for k in self.keys}
+
+    def write(self, item: Item) -> None:
+        record = item.record
+        self.columns["id"].append(str(record.get("id", item.index)))
+        self.columns["image"].append((item.extra or {}).get("image"))
+        self.columns["conversations"].append(record["conversations"])
+        for key in self.found.extras:
+            self.columns[key].append(record.get(key))
+        self.count += 1
+        if len(self.columns["id"]) == self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.columns["id"]:
+            self.writer.write(self.columns)
+            self.columns = {k: [] for k in self.keys}

@@ -1,16 +1,22 @@
-"""`visinstruct convert`: detect the formats, pick the conversion, run it."""
+"""`visinstruct convert`: detect the formats, build the route's steps and sink, run them on an executor."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
-from ..errors import UserError
-from ..records import read_records, write_records
+from ..core.errors import UserError
+from ..core.inputs import Split, parquet_files, record_splits
+from ..core.io import RecordWriter, read_records
+from ..core.report import Progress, Tally, make_report
+from ..core.step import Item, Step
+from ..exec import make_executor
 from .messages import llava_to_messages, messages_to_llava
-from .parquet import llava_to_parquet, parquet_to_llava
-from .svit import svit_to_llava
-from .webdataset import llava_to_webdataset
+from .parquet import GroupSplit, ParquetGroupStep, ParquetSink, ReadImagesStep, plan, survey
+from .svit import SvitStep, svit_sizes
+from .webdataset import TarSink, WdsFilesStep
 
 FORMATS = ("llava", "parquet", "messages", "wds", "svit")
 ROUTES = {("parquet", "llava"), ("llava", "parquet"), ("llava", "messages"), ("messages", "llava"),
@@ -28,6 +34,59 @@ class ConvertOptions:
     workers: int = 1
     shard_size: int | None = None
     image_data: Path | None = None
+    executor: str = "local"
+    ray_address: str | None = None
+    progress: bool | None = None
+
+
+class Sink(Protocol):
+    """Where a route's items end up (written in the driver, in order)."""
+
+    count: int
+
+    def write(self, item: Item) -> None: ...
+
+
+class RecordSink:
+    """LLaVA or messages records into one .json/.jsonl file (atomic)."""
+
+    def __init__(self, path: Path) -> None:
+        self.writer = RecordWriter(path)
+        self.count = 0
+
+    def __enter__(self) -> RecordSink:
+        self.writer.__enter__()
+        return self
+
+    def write(self, item: Item) -> None:
+        self.writer.write(item.record)
+        self.count += 1
+
+    def __exit__(self, *exc: Any) -> None:
+        self.writer.__exit__(*exc)
+
+
+class ShardSink:
+    """A sink that writes shards as it goes (parquet, tar): flushed at the end, aborted on error."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    @property
+    def count(self) -> int:
+        return self.inner.count
+
+    def __enter__(self) -> ShardSink:
+        return self
+
+    def write(self, item: Item) -> None:
+        self.inner.write(item)
+
+    def __exit__(self, kind: type | None, *exc: Any) -> None:
+        if kind is None:
+            self.inner.flush()
+        elif hasattr(self.inner, "abort"):
+            self.inner.abort()
 
 
 def detect(path: Path) -> str:
@@ -51,30 +110,58 @@ def detect(path: Path) -> str:
     raise UserError(f"{path}: unknown record layout (keys: {', '.join(first)}); give --from")
 
 
-def _map(src: Path, out: Path, step) -> int:
-    def records():
-        for n, record in enumerate(read_records(src)):
-            if not isinstance(record, dict):
-                raise UserError(f"{src}: record {n} is not an object")
-            yield step(record, f"{src}: record {n} (id {record.get('id')!r})")
-    return write_records(out, records())
+class MapStep(Step):
+    """Stateless: `function(record, where)` on every record (a module-level function: picklable)."""
+
+    def __init__(self, name: str, function: Any) -> None:
+        super().__init__()
+        self.name, self.function = name, function
+
+    def process(self, items: list[Item]) -> list[Item]:
+        for item in items:
+            if not isinstance(item.record, dict):
+                raise UserError(f"{item.where}: the record is not an object")
+            item.record = self.function(item.record, f"{item.where} (id {item.record.get('id')!r})")
+        return items
 
 
-def convert(src: Path, out: Path, opts: ConvertOptions) -> int:
-    """Run one conversion; returns the number of records (rows, samples) written."""
+def route(src: Path, out: Path, source: str, opts: ConvertOptions) -> tuple[list[Split], list[Step], Any]:
+    """(input splits, steps, sink) of one conversion, built and checked in the driver."""
+    root = opts.image_root or src.parent
+    if source == "parquet":
+        images_out = opts.images_out or out.parent / "images"
+        images_out.mkdir(parents=True, exist_ok=True)
+        return [GroupSplit(plan(parquet_files(src), images_out))], [ParquetGroupStep()], RecordSink(out)
+    if opts.to == "parquet":
+        found = survey(src)
+        if found.count == 0:
+            raise UserError(f"{src}: no records")
+        sink = ShardSink(ParquetSink(out, found, opts.shard_size or 5000))
+        return record_splits(src), [ReadImagesStep(root, found.multi_image)], sink
+    if opts.to == "wds":
+        return record_splits(src), [WdsFilesStep(root)], ShardSink(TarSink(out, opts.shard_size or 1000))
+    if source == "svit":
+        step = SvitStep(svit_sizes(opts.image_data, opts.image_root))
+        return record_splits(src), [step], RecordSink(out)
+    function = llava_to_messages if opts.to == "messages" else messages_to_llava
+    return record_splits(src), [MapStep(f"{source}_to_{opts.to}", function)], RecordSink(out)
+
+
+def convert(src: Path, out: Path, opts: ConvertOptions) -> dict[str, Any]:
+    """Run one conversion; returns the report (`records_out`: records, rows or samples written)."""
+    started = time.perf_counter()
     source = opts.source_format or detect(src)
     if (source, opts.to) not in ROUTES:
         routes = ", ".join(f"{a}→{b}" for a, b in sorted(ROUTES))
         raise UserError(f"no conversion from {source} to {opts.to} (available: {routes})")
-    root = opts.image_root or src.parent
-    if (source, opts.to) == ("parquet", "llava"):
-        return parquet_to_llava(src, out, opts.images_out or out.parent / "images", opts.workers)
-    if (source, opts.to) == ("llava", "parquet"):
-        return llava_to_parquet(src, out, root, opts.shard_size or 5000)
-    if (source, opts.to) == ("llava", "messages"):
-        return _map(src, out, llava_to_messages)
-    if (source, opts.to) == ("messages", "llava"):
-        return _map(src, out, messages_to_llava)
-    if (source, opts.to) == ("llava", "wds"):
-        return llava_to_webdataset(src, out, root, opts.shard_size or 1000)
-    return svit_to_llava(src, out, opts.image_data, opts.image_root)
+    executor = make_executor(opts.executor, opts.workers, opts.ray_address)
+    splits, steps, sink = route(src, out, source, opts)
+    for step in steps:
+        step.check()
+    tally = Tally([step.name for step in steps])
+    with sink, Progress("convert", enabled=opts.progress) as bar:
+        for item in executor.run(splits, steps, tally):
+            sink.write(item)
+            bar.update()
+    return make_report("convert", src, out, sink.count, sink.count, time.perf_counter() - started,
+                       executor.name, executor.workers, tally.as_dict(), route=f"{source}→{opts.to}")

@@ -12,14 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import ijson
 from PIL import Image
 
-from ..errors import UserError
-from ..prompts import format_instruction, load_pack
-from ..records import IMAGE_TOKEN, read_records, write_records
-from ..referring import to_llava15
-from ..visual_genome import image_file_name
+from ..core.errors import UserError
+from ..core.io import stream_items
+from ..core.records import IMAGE_TOKEN, vg_image_file_name
+from ..core.referring import format_instruction, to_llava15
+from ..core.step import Item, Step
 
 ROLES = {"user": "human", "human": "human", "gpt": "gpt", "assistant": "gpt"}
 ImageInfo = tuple[str, float, float]  # file (relative to the image root), width, height
@@ -28,10 +27,12 @@ ImageInfo = tuple[str, float, float]  # file (relative to the image root), width
 def sizes_from_image_data(path: Path) -> dict[str, ImageInfo]:
     """image id → (file, width, height) from a Visual Genome `image_data.json` (streamed)."""
     found = {}
-    with path.open("rb") as handle:
-        for image in ijson.items(handle, "item", use_float=True):
+    for n, image in enumerate(stream_items(path)):
+        try:
             image_id = image.get("image_id", image.get("id"))
-            found[str(image_id)] = (image_file_name(image), float(image["width"]), float(image["height"]))
+            found[str(image_id)] = (vg_image_file_name(image), float(image["width"]), float(image["height"]))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise UserError(f"{path}: entry {n} needs an image id, width and height") from None
     return found
 
 
@@ -66,7 +67,6 @@ def _turns(conversation: Any, where: str) -> list[dict[str, str]]:
 def convert_row(row: dict[str, Any], info: ImageInfo, where: str) -> Iterator[dict[str, Any]]:
     """The LLaVA-1.5 records of one SVIT row."""
     file, width, height = info
-    pack = load_pack("referring_qa", "en")
     extras = {k: v for k, v in row.items() if k not in ("image_id", "conversations")}
     for k, conversation in enumerate(row["conversations"]):
         record_id = f"{row['image_id']}_{k}"
@@ -75,30 +75,40 @@ def convert_row(row: dict[str, Any], info: ImageInfo, where: str) -> Iterator[di
             for i, turn in enumerate(turns):
                 turn["value"] = to_llava15(turn["value"], width, height)
                 if turn["from"] == "human":
-                    turn["value"] += " " + format_instruction(pack, record_id, i // 2)
+                    turn["value"] += " " + format_instruction("en", record_id, i // 2)
         if not turns[0]["value"].startswith(IMAGE_TOKEN):
             turns[0]["value"] = f"{IMAGE_TOKEN}\n{turns[0]['value']}"
         more = {key: v for key, v in conversation.items() if key != "content"}
         yield {"id": record_id, "image": file, "conversations": turns, **extras, **more}
 
 
-def svit_to_llava(src: Path, out: Path, image_data: Path | None, image_root: Path | None) -> int:
-    """Convert SVIT rows; image sizes come from `image_data.json` or the image headers under the root."""
-    if image_data:
-        sizes = sizes_from_image_data(image_data)
-    elif image_root:
-        sizes = sizes_from_root(image_root)
-    else:
-        raise UserError("SVIT → LLaVA-1.5 needs image sizes: give --image-data image_data.json or --image-root DIR")
+class SvitStep(Step):
+    """Stateless flat-map: one SVIT row in, its LLaVA-1.5 records out (image sizes looked up by image id)."""
 
-    def records() -> Iterator[dict[str, Any]]:
-        for n, row in enumerate(read_records(src)):
-            where = f"{src}: row {n}"
+    name = "svit_to_llava"
+
+    def __init__(self, sizes: dict[str, ImageInfo]) -> None:
+        super().__init__()
+        self.sizes = sizes
+
+    def process(self, items: list[Item]) -> list[Item]:
+        out = []
+        for item in items:
+            row = item.record
             if not isinstance(row, dict) or "image_id" not in row or not isinstance(row.get("conversations"), list):
-                raise UserError(f"{where}: needs 'image_id' and a 'conversations' list")
-            info = sizes.get(str(row["image_id"]))
+                raise UserError(f"{item.where}: needs 'image_id' and a 'conversations' list")
+            info = self.sizes.get(str(row["image_id"]))
             if info is None:
-                raise UserError(f"{where}: no size known for image {row['image_id']!r}")
-            yield from convert_row(row, info, f"{where} (image {row['image_id']})")
+                raise UserError(f"{item.where}: no size known for image {row['image_id']!r}")
+            out += [Item(item.index, record, item.where)
+                    for record in convert_row(row, info, f"{item.where} (image {row['image_id']})")]
+        return out
 
-    return write_records(out, records())
+
+def svit_sizes(image_data: Path | None, image_root: Path | None) -> dict[str, ImageInfo]:
+    """Image sizes from `image_data.json` or from the image headers under the root."""
+    if image_data:
+        return sizes_from_image_data(image_data)
+    if image_root:
+        return sizes_from_root(image_root)
+    raise UserError("SVIT → LLaVA-1.5 needs image sizes: give --image-data image_data.json or --image-root DIR")

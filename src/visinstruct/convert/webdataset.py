@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 import time
 from pathlib import Path
@@ -11,9 +10,11 @@ from typing import Any
 
 import orjson
 
-from ..errors import UserError
-from ..records import read_records
-from .files import NameBook, image_extension, inside, safe_stem
+from ..core.errors import UserError
+from ..core.io import AtomicFile, inside
+from ..core.records import images_of
+from ..core.step import Item, Step
+from .files import NameBook, image_extension, safe_stem
 
 
 def _member(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
@@ -23,18 +24,18 @@ def _member(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
 
 
 class TarShards:
-    """Tar files of `shard_size` samples each, written to a temporary name and renamed when complete."""
+    """Tar files of `shard_size` samples each, each written through the atomic writer."""
 
     def __init__(self, out: Path, shard_size: int) -> None:
         out.mkdir(parents=True, exist_ok=True)
         self.out, self.shard_size, self.index, self.count = out, shard_size, 0, 0
+        self.file: AtomicFile | None = None
         self.tar: tarfile.TarFile | None = None
-        self.tmp: Path | None = None
 
     def add(self, key: str, files: list[tuple[str, bytes]]) -> None:
         if self.tar is None:
-            self.tmp = self.out / f".shard-{self.index:06d}.tar.tmp"
-            self.tar = tarfile.open(self.tmp, "w")  # noqa: SIM115 - spans many add() calls; close() ends it
+            self.file = AtomicFile(self.out / f"shard-{self.index:06d}.tar")
+            self.tar = tarfile.open(fileobj=self.file.__enter__(), mode="w")  # noqa: SIM115 - closed in close()
         now = time.time()
         for suffix, data in files:
             _member(self.tar, f"{key}.{suffix}", data, now)
@@ -45,25 +46,52 @@ class TarShards:
     def close(self) -> None:
         if self.tar is not None:
             self.tar.close()
-            os.replace(self.tmp, self.out / f"shard-{self.index:06d}.tar")
-            self.tar, self.index, self.count = None, self.index + 1, 0
+            self.file.__exit__(None, None, None)
+            self.tar, self.file, self.index, self.count = None, None, self.index + 1, 0
+
+    def abort(self) -> None:
+        if self.file is not None:
+            self.file.__exit__(RuntimeError, None, None)
+            self.tar = self.file = None
 
 
-def llava_to_webdataset(src: Path, out: Path, image_root: Path, shard_size: int = 1000) -> int:
-    """Write shards `shard-000000.tar`, ...; keys are safe, unique and dot-free. Returns samples written."""
-    shards, book, n = TarShards(out, shard_size), NameBook(), 0
-    for n, record in enumerate(read_records(src), start=1):
-        where = f"{src}: record {n - 1} (id {record.get('id')!r})"
-        key = book.claim(safe_stem(str(record.get("id", n - 1)), f"sample{n - 1}").replace(".", "_"))
-        files: list[tuple[str, bytes]] = []
-        paths = record.get("image")
-        paths = [] if paths is None else paths if isinstance(paths, list) else [paths]
-        for k, relative in enumerate(paths):
-            files.append(_image_file(inside(image_root, relative, where), where, k if len(paths) > 1 else None))
-        files.append(("json", orjson.dumps(record)))
-        shards.add(key, files)
-    shards.close()
-    return n
+class WdsFilesStep(Step):
+    """Stateless: each record's image files read (bytes as they are) and its json, ready for a tar."""
+
+    name = "read_images"
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+
+    def process(self, items: list[Item]) -> list[Item]:
+        for item in items:
+            record = item.record
+            where = f"{item.where} (id {record.get('id')!r})"
+            paths = images_of(record)
+            files = [_image_file(inside(self.root, relative, where), where, k if len(paths) > 1 else None)
+                     for k, relative in enumerate(paths)]
+            item.extra = {"files": [*files, ("json", orjson.dumps(record))]}
+        return items
+
+
+class TarSink:
+    """Keys handed out in order (safe, unique, dot-free); samples appended to `shard-NNNNNN.tar` files."""
+
+    def __init__(self, out: Path, shard_size: int) -> None:
+        self.shards, self.book, self.count = TarShards(out, shard_size), NameBook(), 0
+
+    def write(self, item: Item) -> None:
+        fallback = f"sample{item.index}"
+        key = self.book.claim(safe_stem(str(item.record.get("id", item.index)), fallback).replace(".", "_"))
+        self.shards.add(key, item.extra["files"])
+        self.count += 1
+
+    def flush(self) -> None:
+        self.shards.close()
+
+    def abort(self) -> None:
+        self.shards.abort()
 
 
 def _image_file(path: Path, where: str, index: int | None) -> tuple[str, Any]:

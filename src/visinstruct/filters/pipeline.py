@@ -1,35 +1,29 @@
-"""`visinstruct filter`: stream records through the stages, keep or reject each, write a report.
+"""`visinstruct filter`: records through the filter steps, kept or rejected with a reason, one report.
 
-Stateless stages (structure, spelling, heuristics, language) run in `workers` processes on chunks of
-records, in order; the duplicate stages keep state and run in the main process. Every rejected record
-goes to the rejects file with `reject_stage` and `reject_reason`; rewritten (truncated) records are
-kept and listed in the report.
+The steps are built and checked in the driver (unknown stages, missing extras, bad settings fail there,
+before any worker starts). Structure, spelling, heuristics, language and the MinHash signatures are
+stateless and run on the executor's workers; the duplicate stages keep state and run in the driver, in
+input order. Every rejected record goes to the rejects file with `reject_stage` and `reject_reason`;
+rewritten (truncated) records are kept and listed in the report.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from itertools import islice
-from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
 
-from ..convert.files import write_atomic
-from ..errors import UserError
-from ..records import RecordWriter, read_records
-from .base import Reject, Rewrite
-from .dedup import ExactDedup, ImageDedup, NearDedup
-from .heuristics import HeuristicsFilter, Limits
-from .language import LanguageFilter
-from .spelling import SpellingFilter
-from .structure import StructureFilter
+from ..core.deps import require
+from ..core.errors import UserError
+from ..core.inputs import record_splits
+from ..core.io import RecordWriter
+from ..core.report import Progress, Tally, make_report, write_report
+from ..core.step import Item, Step
+from ..exec import make_executor
+from .steps import FilterStep, dedup_steps, stateless_steps
 
 STAGES = ("structure", "spelling", "heuristics", "language", "dedup")
-CHUNK = 512
 
 
 @dataclass
@@ -48,15 +42,21 @@ class FilterConfig:
     near_dup: float | None = None
     image_dup: int | None = None
     workers: int = 1
+    executor: str = "local"
+    ray_address: str | None = None
 
     @classmethod
     def from_yaml(cls, path: Path, **overrides: Any) -> FilterConfig:
+        """Settings from a YAML file; flags given on the command line win."""
+        require("filter", "--config (YAML)", ("yaml",))
         import yaml
 
         try:
             raw = yaml.safe_load(path.read_text("utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise UserError(f"{path}: cannot read the filter config ({exc})") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"{path}: the filter config must be a mapping of settings")
         unknown = set(raw) - set(cls.__dataclass_fields__)
         if unknown:
             raise UserError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
@@ -66,119 +66,46 @@ class FilterConfig:
         return cls(**{**raw, **{k: v for k, v in overrides.items() if v is not None}})
 
 
-class Chain:
-    """The stateless stages, in order."""
-
-    def __init__(self, config: FilterConfig) -> None:
-        unknown = set(config.stages) - set(STAGES)
-        if unknown:
-            raise UserError(f"unknown stage(s) {', '.join(sorted(unknown))}; choose from {', '.join(STAGES)}")
-        limits = Limits(config.min_answer_chars, config.max_answer_chars)
-        makers = {"structure": lambda: StructureFilter(config.image_root, config.check_images, config.allow_untagged),
-                  "spelling": lambda: SpellingFilter(config.lang, config.allowlist),
-                  "heuristics": lambda: HeuristicsFilter(config.lang, limits),
-                  "language": lambda: LanguageFilter(config.lang, config.language_threshold)}
-        self.filters = [makers[name]() for name in STAGES if name in config.stages and name in makers]
-        if "structure" not in config.stages:
-            self.filters.insert(0, StructureFilter(config.image_root, allow_untagged=True))  # later stages need it
-
-    def run(self, record: Any) -> tuple[Any, str | None, str | None, dict | None]:
-        """(record, rejecting stage, reason, rewrite note)."""
-        note = None
-        for stage in self.filters:
-            verdict = stage.check(record)
-            if isinstance(verdict, Reject):
-                return record, stage.name, verdict.reason, note
-            if isinstance(verdict, Rewrite):
-                record, note = verdict.record, {**verdict.note, "stage": stage.name}
-        return record, None, None, note
-
-    def stats(self) -> Counter:
-        found: Counter = Counter()
-        for stage in self.filters:
-            found.update(getattr(stage, "stats", {}))
-            getattr(stage, "stats", Counter()).clear()
-        return found
+def build_steps(config: FilterConfig) -> list[Step]:
+    """The filter pipeline as a plain list of steps, checked (settings, extras) in the driver."""
+    unknown = [s for s in config.stages if s not in STAGES]
+    if unknown:
+        raise UserError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+    steps = stateless_steps(config) + dedup_steps(config)
+    for step in steps:
+        step.check()
+    return steps
 
 
-_CHAIN: Chain | None = None
-
-
-def _init(config: FilterConfig) -> None:
-    global _CHAIN
-    _CHAIN = Chain(config)
-
-
-def _run_chunk(records: list[Any]) -> tuple[list[tuple], Counter]:
-    results = [_CHAIN.run(record) for record in records]
-    return results, _CHAIN.stats()
-
-
-def _chunks(records: Iterator[Any]) -> Iterator[list[Any]]:
-    while chunk := list(islice(records, CHUNK)):
-        yield chunk
-
-
-def _stateful(config: FilterConfig) -> list:
-    stages = []
-    if "dedup" in config.stages:
-        stages.append(ExactDedup())
-        if config.near_dup:
-            stages.append(NearDedup(config.near_dup))
-        if config.image_dup is not None:
-            if not config.image_root:
-                raise UserError("image duplicates need --image-root")
-            stages.append(ImageDedup(config.image_root, config.image_dup))
-    return stages
-
-
-def _results(source: Path, config: FilterConfig, spelling: Counter) -> Iterator[tuple]:
-    chunks = _chunks(read_records(source))
-    if config.workers <= 1:
-        _init(config)
-        for chunk in chunks:
-            results, stats = _run_chunk(chunk)
-            spelling.update(stats)
-            yield from results
-        return
-    with Pool(config.workers, initializer=_init, initargs=(config,)) as pool:
-        for results, stats in pool.imap(_run_chunk, chunks):
-            spelling.update(stats)
-            yield from results
-
-
-def _rejected(record: Any, stage: str, reason: str) -> dict[str, Any]:
-    base = record if isinstance(record, dict) else {"record": record}
-    return {**base, "reject_stage": stage, "reject_reason": reason}
+def _rejected(item: Item) -> dict[str, Any]:
+    base = item.record if isinstance(item.record, dict) else {"record": item.record}
+    return {**base, "reject_stage": item.rejected, "reject_reason": item.reason}
 
 
 def run_filter(source: Path, kept: Path, rejects: Path, config: FilterConfig,
-               report: Path | None = None) -> dict[str, Any]:
+               report: Path | None = None, progress: bool | None = None) -> dict[str, Any]:
     """Filter `source` into `kept` and `rejects`; returns (and writes) the report."""
-    started, spelling = time.perf_counter(), Counter()
-    counts: dict[str, Counter] = defaultdict(Counter)
-    rewrites: list[dict] = []
-    stateful = _stateful(config)
-    with RecordWriter(kept) as keep, RecordWriter(rejects) as drop:
-        for record, stage, reason, note in _results(source, config, spelling):
-            if stage is None:
-                for dedup in stateful:
-                    verdict = dedup.check(record)
-                    if isinstance(verdict, Reject):
-                        stage, reason = dedup.name, verdict.reason
-                        break
-            if stage is not None:
-                counts[stage][reason.split(":", 1)[0]] += 1
-                drop.write(_rejected(record, stage, reason))
+    started = time.perf_counter()
+    steps = build_steps(config)
+    executor = make_executor(config.executor, config.workers, config.ray_address)
+    splits = record_splits(source)
+    tally = Tally([step.name for step in steps])
+    rewrites: list[dict[str, Any]] = []
+    with RecordWriter(kept) as keep, RecordWriter(rejects) as drop, Progress("filter", enabled=progress) as bar:
+        for item in executor.run(splits, steps, tally):
+            bar.update()
+            if item.rejected:
+                drop.write(_rejected(item))
                 continue
-            if note:
-                rewrites.append({"id": record.get("id"), **note})
-            keep.write(record)
-    result = {"input": str(source), "records": keep.count + drop.count, "kept": keep.count, "rejected": drop.count,
-              "rewritten": len(rewrites), "seconds": round(time.perf_counter() - started, 2),
-              "rejected_by_stage": {stage: dict(c.most_common()) for stage, c in counts.items()},
-              "spelling": dict(spelling.most_common()), "rewrites": rewrites,
-              "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}}
-    if report:
-        write_atomic(report, json.dumps(result, ensure_ascii=False, indent=1).encode())
+            if item.note:
+                rewrites.append({"id": item.record.get("id"), **item.note})
+            keep.write(item.record)
+    result = make_report(
+        "filter", source, kept, keep.count + drop.count, keep.count, time.perf_counter() - started,
+        executor.name, config.workers, tally.as_dict(), rejects=str(rejects), rewritten=len(rewrites),
+        rewrites=rewrites, config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()})
+    write_report(report, result)
     return result
+
+
+__all__ = ["STAGES", "FilterConfig", "FilterStep", "build_steps", "run_filter"]

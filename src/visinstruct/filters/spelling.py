@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .base import Reject, Rewrite, Verdict
 
 DICTIONARIES = {"en": (("en", "en_US"), ("en", "en_GB")), "ru": (("ru_RU", "ru_RU"),)}

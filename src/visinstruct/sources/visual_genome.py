@@ -15,8 +15,10 @@ from typing import Any, BinaryIO
 
 import ijson
 
-from .errors import UserError
-from .scenes import Box, Scene, join_image, load_coco_captions, normalize_xywh
+from ..core.errors import UserError
+from ..core.records import vg_image_file_name
+from .coco import load_coco_captions
+from .scene import Box, Scene, join_image, normalize_xywh
 
 
 class _Stream:
@@ -114,16 +116,6 @@ def _regions(entry: dict | None, size: tuple[float, float], path: Path, image_id
     return regions
 
 
-def image_file_name(image: dict) -> str:
-    """`VG_100K/1.jpg` from the image's URL (the last two path parts), or its own file name."""
-    if isinstance(image.get("file_name"), str):
-        return image["file_name"]
-    url = image.get("url")
-    if isinstance(url, str) and "/" in url:
-        return "/".join(url.rstrip("/").split("/")[-2:])
-    return f"{image['image_id'] if 'image_id' in image else image['id']}.jpg"
-
-
 def load_vg(folder: Path, coco_captions: Path | None = None, image_prefix: str = "",
             source: str = "") -> Iterator[Scene]:
     """One scene per image of `image_data.json`, with objects (attributes folded in) and regions."""
@@ -147,7 +139,7 @@ def load_vg(folder: Path, coco_captions: Path | None = None, image_prefix: str =
                                 "width/height")
             size = (float(width), float(height))
             attrs = _attributes(attributes.take(image_id)) if attributes else {}
-            yield Scene(str(image_id), join_image(image_prefix, image_file_name(image)),
+            yield Scene(str(image_id), join_image(image_prefix, vg_image_file_name(image)),
                         captions.get(image.get("coco_id"), []),
                         _objects(objects.take(image_id), attrs, size, objects.path, image_id), source,
                         _regions(regions.take(image_id), size, regions.path, image_id), size[0], size[1])

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from ..images import ImageError
 from ..teachers.base import Teacher, TeacherError
 from .ledger import Ledger
 from .limits import Limits
 from .units import Unit
+from .vlm import ImageError
 
 MAX_BACKOFF_S = 60.0
 MAX_RETRY_AFTER_S = 600.0

@@ -1,91 +1,14 @@
-"""Scenes: what a text-only teacher reads about one image (captions and object boxes).
-
-Two inputs are supported: the official COCO annotation files (captions + instances) and the
-LLaVA caps-boxes jsonl form. Boxes are `[x1, y1, x2, y2]` floats in [0, 1] relative to the image's
-own width and height, rounded to 3 decimals.
-"""
+"""COCO sources: the official captions + instances files, and LLaVA's caps-boxes jsonl, as scenes."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from .boxes import format_box
-from .errors import UserError
-
-
-@dataclass
-class Box:
-    """One object: a category name and a normalized `[x1, y1, x2, y2]` box."""
-
-    category: str
-    bbox: list[float]
-
-
-@dataclass
-class Scene:
-    """One image and its annotations (regions: Visual Genome region phrases with their boxes)."""
-
-    image_id: str
-    image: str
-    captions: list[str]
-    boxes: list[Box] = field(default_factory=list)
-    source: str = ""
-    regions: list[Box] = field(default_factory=list)
-    width: float | None = None
-    height: float | None = None
-    file: Path | None = None  # the image itself, for a VLM teacher
-
-
-VIEWS = ("captions", "full", "regions")
-
-
-def _lines(boxes: list[Box]) -> str:
-    return "\n".join(f"{b.category}: {format_box(b.bbox)}" for b in boxes)
-
-
-def scene_text(scene: Scene, view: str) -> str:
-    """What the teacher reads, by view; sections are separated by a blank line.
-
-    - `captions`: captions one per line (region phrases without boxes when there are no captions);
-    - `full`: captions, then one `name: [box]` line per object, then one per region;
-    - `regions`: the region and object lines only (for referring QA).
-    """
-    if view not in VIEWS:
-        raise ValueError(f"unknown scene view {view!r}")
-    captions = "\n".join(scene.captions or [r.category for r in scene.regions])
-    if view == "captions":
-        return captions
-    sections = [captions] if view == "full" else []
-    sections += [_lines(boxes) for boxes in (scene.boxes, scene.regions) if boxes]
-    return "\n\n".join(s for s in sections if s)
-
-
-def normalize_xywh(bbox: list[float], width: float, height: float) -> list[float]:
-    """COCO pixel `[x, y, w, h]` → `[x1, y1, x2, y2]` in [0, 1], 3 decimals."""
-    x, y, w, h = bbox
-    corners = [x / width, y / height, (x + w) / width, (y + h) / height]
-    return [round(min(1.0, max(0.0, v)), 3) for v in corners]
-
-
-def join_image(prefix: str, name: str) -> str:
-    """Join `--image-prefix` and a file name with exactly one slash between them."""
-    if not prefix:
-        return name
-    return prefix.rstrip("/") + "/" + name.lstrip("/")
-
-
-def _load_json(path: Path) -> Any:
-    try:
-        return orjson.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except orjson.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
+from ..core.errors import UserError
+from ..core.io import read_json, read_jsonl
+from .scene import Box, Scene, join_image, normalize_xywh
 
 
 def _is_number(v: Any) -> bool:
@@ -127,7 +50,7 @@ def _coco_captions(doc: Any, path: Path, images: dict[Any, dict]) -> dict[Any, l
 
 
 def _coco_boxes(path: Path, images: dict[Any, dict]) -> dict[Any, list[Box]]:
-    doc = _load_json(path)
+    doc = read_json(path)
     names = {}
     for i, cat in enumerate(_entries(doc, "categories", path)):
         if "id" not in cat or not isinstance(cat.get("name"), str):
@@ -151,7 +74,7 @@ def _coco_boxes(path: Path, images: dict[Any, dict]) -> dict[Any, list[Box]]:
 
 def load_coco_captions(path: Path) -> dict[Any, list[str]]:
     """COCO image id → its captions (for Visual Genome images that have a `coco_id`)."""
-    doc = _load_json(path)
+    doc = read_json(path)
     return _coco_captions(doc, path, _coco_images(doc, path))
 
 
@@ -162,7 +85,7 @@ def load_coco(captions_path: Path, instances_path: Path | None, image_prefix: st
     Images without any caption make no scene (a text-only teacher has nothing to read);
     images without boxes still do.
     """
-    doc = _load_json(captions_path)  # read once: the captions file holds both images and captions
+    doc = read_json(captions_path)  # read once: the captions file holds both images and captions
     images = _coco_images(doc, captions_path)
     captions = _coco_captions(doc, captions_path, images)
     boxes = _coco_boxes(instances_path, images) if instances_path else {}
@@ -201,21 +124,10 @@ def _caps_boxes_row(row: Any, where: str, image_prefix: str, source: str) -> Sce
 
 def load_caps_boxes(path: Path, image_prefix: str = "", source: str = "") -> Iterator[Scene]:
     """Scenes from LLaVA's caps-boxes jsonl: `{"id", "image", "captions", "instances"}` per line."""
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
     seen: set[str] = set()
-    with handle:
-        for n, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise UserError(f"{path}:{n}: not valid JSON ({exc})") from None
-            scene = _caps_boxes_row(row, f"{path}:{n}", image_prefix, source)
-            if scene.image_id in seen:
-                raise UserError(f"{path}:{n}: duplicate id {scene.image_id!r} (record ids would collide)")
-            seen.add(scene.image_id)
-            yield scene
+    for n, row in read_jsonl(path):
+        scene = _caps_boxes_row(row, f"{path}:{n}", image_prefix, source)
+        if scene.image_id in seen:
+            raise UserError(f"{path}:{n}: duplicate id {scene.image_id!r} (record ids would collide)")
+        seen.add(scene.image_id)
+        yield scene

@@ -9,9 +9,11 @@ from typing import Any
 
 import orjson
 
-from ..images import DEFAULT_MAX_PIXELS, estimate_image_tokens, fingerprint, prepare_image
-from ..prompts import PromptPack, build_messages, load_pack, seeded_index
-from ..scenes import Scene
+from ..core.referring import seeded_index
+from ..sources.scene import Scene
+from .prompts import PromptPack, build_messages, load_pack
+from .tasks import Task
+from .vlm import DEFAULT_MAX_PIXELS, estimate_image_tokens, fingerprint, prepare_image
 
 
 @dataclass
@@ -90,21 +92,22 @@ def _last_turn(scene: Scene, pack: PromptPack, image: tuple[str, int] | None) ->
     return build_messages(pack, scene, placeholder), estimate_tokens(pack.user) + image_tokens + 4
 
 
-def make_units(scenes: Iterable[Scene], tasks: list[str], lang: str, samples: int, model: str, sampling: Sampling,
-               mode: str = "text", images: ImageOptions | None = None) -> Iterator[Unit]:
+def make_units(scenes: Iterable[Scene], tasks: list[Task], lang: str, samples: int, model: str, sampling: Sampling,
+               images: ImageOptions | None = None) -> Iterator[Unit]:
     """Every unit, scene by scene, in a stable order. VLM requests hold an image placeholder (hash of its bytes)."""
     images = images or ImageOptions()
-    packs = [load_pack(task, lang, mode) for task in tasks]
+    packs = [load_pack(task, lang) for task in tasks]
+    vlm = any(t.mode == "vlm" for t in tasks)
     fixed = {p.task: sum(estimate_tokens(m["content"]) + 4 for m in build_messages(p, Scene("", "", []))[:-1])
              for p in packs}
     for scene in scenes:
-        image = _vlm_image(scene, images) if mode == "vlm" else None
+        image = _vlm_image(scene, images) if vlm else None
         for pack in packs:
-            if pack.task == "referring_qa" and not (scene.boxes or scene.regions):
+            if pack.task.referring and not (scene.boxes or scene.regions):
                 continue  # nothing to refer to
             messages, last_tokens = _last_turn(scene, pack, image)
             for sample in range(samples):
-                unit_id = f"{scene.image_id}-{pack.task}-{sample}"
+                unit_id = f"{scene.image_id}-{pack.task.name}-{sample}"
                 request = _request(model, messages, sampling, seeded_index(unit_id, 2**31))
                 yield Unit(unit_id, request_key(request), scene, pack, sample, request,
                            fixed[pack.task] + last_tokens, images.max_side, images.max_pixels)

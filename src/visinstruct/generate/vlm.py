@@ -10,14 +10,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
-
-from .errors import UserError
-from .scenes import Scene, join_image
 
 SENDABLE = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -102,30 +98,3 @@ def estimate_image_tokens(path: Path, max_side: int) -> int:
         return 0
     scale = min(1.0, max_side / max(width, height, 1))
     return max(1, round(width * scale / 28)) * max(1, round(height * scale / 28))
-
-
-def _list_file(path: Path) -> list[tuple[Path, str]]:
-    entries = []
-    for n, line in enumerate(path.read_text("utf-8").splitlines(), start=1):
-        name = line.strip()
-        if name and not name.startswith("#"):
-            if Path(name).is_absolute() or ".." in Path(name).parts:
-                raise UserError(f"{path}:{n}: image paths must be relative to the list's folder: {name}")
-            entries.append((path.parent / name, name))
-    return entries
-
-
-def image_scenes(source: Path, image_prefix: str = "", label: str = "") -> list[Scene]:
-    """One scene per file under a folder (hidden files skipped) or per line of a list file."""
-    if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.is_file() and not any(
-            part.startswith(".") for part in p.relative_to(source).parts))
-        entries = [(p, p.relative_to(source).as_posix()) for p in files]
-    elif source.is_file():
-        entries = _list_file(source)
-    else:
-        raise UserError(f"{source}: no such folder or list file")
-    if not entries:
-        raise UserError(f"{source}: no images found")
-    return [Scene(os.path.splitext(rel)[0], join_image(image_prefix, rel), [], source=label, file=path)
-            for path, rel in entries]

@@ -1,0 +1,242 @@
+"""The one I/O layer: streaming record readers with file:line errors, the one atomic writer, shard names,
+and the one path-safety check. Every stage reads and writes through here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import ijson
+import orjson
+
+from .errors import UserError
+
+RECORD_SUFFIXES = (".json", ".jsonl")
+
+
+def output_format(path: Path) -> str:
+    """`json` (a list) or `jsonl`, chosen by the file extension."""
+    suffix = path.suffix.lower()
+    if suffix in RECORD_SUFFIXES:
+        return suffix[1:]
+    raise UserError(f"{path}: expected a .json or .jsonl file")
+
+
+# ---- the atomic writer ---------------------------------------------------------------------------------
+
+class AtomicFile:
+    """A file written under a temporary name in the same folder, fsynced and renamed into place on success.
+
+    On an exception the temporary file is removed and a pre-existing file at `path` is left untouched.
+    The temporary name is fixed (`.<name>.tmp`): a temp left by a run killed while writing is truncated
+    and reused by the next write of the same path, so killed runs leave no debris behind a re-run.
+    """
+
+    def __init__(self, path: Path, fsync: bool = True) -> None:
+        self.path, self.fsync = path, fsync
+        self.tmp = path.with_name(f".{path.name}.tmp")
+        self.handle: IO[bytes] | None = None
+
+    def __enter__(self) -> IO[bytes]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = self.tmp.open("wb")
+        return self.handle
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: Any) -> None:
+        assert self.handle is not None
+        if kind is not None:
+            self.handle.close()
+            self.tmp.unlink(missing_ok=True)
+            return
+        try:
+            self.handle.flush()
+            if self.fsync:
+                os.fsync(self.handle.fileno())
+            self.handle.close()
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.handle.close()
+            self.tmp.unlink(missing_ok=True)
+            raise
+
+
+def write_bytes(path: Path, data: bytes | memoryview, fsync: bool = True) -> None:
+    """Write one whole file atomically (see AtomicFile). `fsync=False` for bulk files (images) whose
+    index file is fsynced after them: a kill never leaves half a file; only a power loss could."""
+    with AtomicFile(path, fsync) as handle:
+        handle.write(data)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """A JSON document (a report, a lock file), indented, written atomically."""
+    write_bytes(path, orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+class RecordWriter:
+    """Streams records as a .json list or .jsonl through an AtomicFile: a reader never sees half a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.format, self.count = path, output_format(path), 0
+        self.file = AtomicFile(path)
+
+    def __enter__(self) -> RecordWriter:
+        self.handle = self.file.__enter__()
+        if self.format == "json":
+            self.handle.write(b"[")
+        return self
+
+    def write(self, record: Any) -> None:
+        """Append one record."""
+        self.write_raw(orjson.dumps(record))
+
+    def write_raw(self, data: bytes) -> None:
+        """Append one record already serialized with orjson."""
+        if self.format == "json":
+            self.handle.write(b"\n" if self.count == 0 else b",\n")
+        self.handle.write(data)
+        if self.format == "jsonl":
+            self.handle.write(b"\n")
+        self.count += 1
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: Any) -> None:
+        if kind is None and self.format == "json":
+            self.handle.write(b"\n]\n")
+        self.file.__exit__(kind, error, trace)
+
+
+def write_records(path: Path, records: Iterable[Any]) -> int:
+    """Write all records atomically; returns how many."""
+    with RecordWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+    return writer.count
+
+
+def shard_name(stem: str, rank: int, world: int, suffix: str) -> str:
+    """`stem-00003-of-00016.suffix`: the name of rank `rank`'s shard among `world`."""
+    return f"{stem}-{rank:05d}-of-{world:05d}{suffix}"
+
+
+# ---- readers -------------------------------------------------------------------------------------------
+
+def _open(path: Path) -> IO[bytes]:
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot open ({exc.strerror or exc})") from None
+
+
+def read_jsonl(path: Path, start: int = 0, end: int | None = None) -> Iterator[tuple[int, Any]]:
+    """(line number, value) for each non-blank line whose first byte lies in [start, end)."""
+    with _open(path) as handle:
+        line_no = 0
+        if start > 0:
+            handle.seek(start - 1)
+            if handle.read(1) != b"\n":
+                handle.readline()  # the line that straddles `start` belongs to the previous range
+            line_no = _count_lines(path, handle.tell())
+        while end is None or handle.tell() < end:
+            line = handle.readline()
+            if not line:
+                return
+            line_no += 1
+            if line.strip():
+                try:
+                    yield line_no, orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise UserError(f"{path}:{line_no}: not valid JSON ({exc})") from None
+
+
+def _count_lines(path: Path, upto: int) -> int:
+    count = 0
+    with path.open("rb") as handle:
+        while handle.tell() < upto:
+            block = handle.read(min(1 << 20, upto - handle.tell()))
+            if not block:
+                break
+            count += block.count(b"\n")
+    return count
+
+
+def read_json_list(path: Path) -> Iterator[Any]:
+    """The items of a top-level JSON list, streamed with ijson (memory does not grow with the file)."""
+    with _open(path) as handle:
+        head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+        if head[:1] != b"[":
+            raise UserError(f"{path}: the top level is not a JSON list of records "
+                            f"(starts with {head[:20].decode('utf-8', 'replace')!r}); use .jsonl for one per line")
+        handle.seek(0)
+        count = 0
+        try:
+            for item in ijson.items(handle, "item", use_float=True):
+                yield item
+                count += 1
+        except (ijson.JSONError, UnicodeDecodeError) as exc:
+            where = f" near byte {handle.tell():,}" if not handle.closed else ""
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(f"{path}: not valid JSON after {count} records{where} ({first})") from None
+
+
+def read_records(path: Path) -> Iterator[Any]:
+    """Records from a .json list (streamed) or .jsonl; errors name the file and the line or record."""
+    if output_format(path) == "jsonl":
+        return (value for _, value in read_jsonl(path))
+    return read_json_list(path)
+
+
+def read_json(path: Path) -> Any:
+    """A whole JSON document (an annotation file), with a one-line error naming the file."""
+    try:
+        return orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except orjson.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+
+
+def stream_items(path: Path, prefix: str = "item") -> Iterator[Any]:
+    """The items under `prefix` of a large JSON document, streamed; errors name the file and the item."""
+    with _open(path) as handle:
+        count = 0
+        try:
+            for item in ijson.items(handle, prefix, use_float=True):
+                yield item
+                count += 1
+        except (ijson.JSONError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path}: not valid JSON after entry {count} ({exc})") from None
+
+
+# ---- paths ---------------------------------------------------------------------------------------------
+
+def safe_relative(relative: Any) -> Path | None:
+    """`relative` as a Path when it is a non-empty relative path that stays inside its root, else None."""
+    if not isinstance(relative, str) or not relative:
+        return None
+    candidate = Path(relative)
+    if candidate.is_absolute() or ".." in candidate.parts:
+        return None
+    return candidate
+
+
+def inside(root: Path, relative: Any, where: str) -> Path:
+    """`root / relative`, refusing absolute paths and paths that climb out of the root."""
+    candidate = safe_relative(relative)
+    if candidate is None:
+        if not isinstance(relative, str) or not relative:
+            raise UserError(f"{where}: image path must be a non-empty string, got {relative!r}")
+        raise UserError(f"{where}: image path {relative!r} escapes the image root (absolute or '..')")
+    return root / candidate
+
+
+def remove_quietly(path: Path) -> None:
+    """Delete a file if it is there (cleanup paths must never raise)."""
+    with contextlib.suppress(OSError):
+        path.unlink()

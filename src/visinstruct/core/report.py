@@ -1,0 +1,112 @@
+"""One report shape and one progress display for every stage.
+
+A report is a plain dict: `{"stage", "input", "output", "records_in", "records_out", "rejected",
+"seconds", "executor", "workers", "steps": {name: {"in", "out", "rejected", "rejected_by_reason", "counts"}}}`
+plus stage-specific keys. The CLI prints it with `summary_lines` and `--report` writes it as JSON.
+Progress is a bar on a terminal and a periodic line in logs (stderr that is not a terminal).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, TextIO
+
+from .io import write_json
+from .step import StepStats
+
+LOG_EVERY_S = 30.0
+
+
+class Progress:
+    """Counts items; a tqdm bar when `stream` is a terminal, else one line every LOG_EVERY_S seconds."""
+
+    def __init__(self, label: str, total: int | None = None, enabled: bool | None = None,
+                 stream: TextIO | None = None, unit: str = "rec") -> None:
+        self.label, self.total, self.unit = label, total, unit
+        self.stream = stream or sys.stderr
+        self.count, self.started = 0, time.monotonic()
+        self.last_line = self.started
+        tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.enabled = enabled if enabled is not None else True
+        self.bar = None
+        if self.enabled and tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=label, unit=unit, file=self.stream, dynamic_ncols=True,
+                            mininterval=0.5, unit_scale=True)
+
+    def update(self, n: int = 1) -> None:
+        self.count += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.enabled:
+            now = time.monotonic()
+            if now - self.last_line >= LOG_EVERY_S:
+                self.last_line = now
+                self._line(now)
+
+    def _line(self, now: float) -> None:
+        rate = self.count / max(now - self.started, 1e-9)
+        total = f"/{self.total:,}" if self.total else ""
+        print(f"{self.label}: {self.count:,}{total} {self.unit} ({rate:,.0f}/s)", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class Tally:
+    """The driver's per-step counts, built from the items that come back and the stats workers send."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.steps = {name: StepStats() for name in names}
+
+    def add_stats(self, stats: dict[str, Counter]) -> None:
+        for name, counts in stats.items():
+            self.steps[name].own.update(counts)
+
+    def add_item(self, rejected_by: str | None, reason: str | None) -> None:
+        """Every item passed each step up to the one that rejected it (or all of them)."""
+        for name, stats in self.steps.items():
+            stats.seen += 1
+            if name == rejected_by:
+                stats.rejected[(reason or "").split(":", 1)[0]] += 1
+                return
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: stats.as_dict() for name, stats in self.steps.items()}
+
+
+def make_report(stage: str, source: Path | str, output: Path | str | None, records_in: int, records_out: int,
+                seconds: float, executor: str, workers: int, steps: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A stage report in the one shape."""
+    return {"stage": stage, "input": str(source), "output": None if output is None else str(output),
+            "records_in": records_in, "records_out": records_out, "rejected": records_in - records_out,
+            "seconds": round(seconds, 2), "executor": executor, "workers": workers, "steps": steps, **extra}
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The few lines the CLI prints at the end of a stage."""
+    lines = [f"{report['stage']}: {report['records_in']:,} in, {report['records_out']:,} out, "
+             f"{report['rejected']:,} rejected in {report['seconds']} s ({report['executor']}, "
+             f"{report['workers']} worker{'s' if report['workers'] != 1 else ''})"]
+    for name, step in report["steps"].items():
+        reasons = step.get("rejected_by_reason")
+        if reasons:
+            lines.append(f"  {name}: " + ", ".join(f"{code} {n:,}" for code, n in reasons.items()))
+    return lines
+
+
+def write_report(path: Path | None, report: dict[str, Any]) -> None:
+    """`--report`: the report as JSON, written atomically."""
+    if path is not None:
+        write_json(path, report)

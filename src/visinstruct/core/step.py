@@ -1,0 +1,115 @@
+"""The step contract: every record stage is a list of steps over a stream of items.
+
+A step has a name, counts its own stats, and says whether it is stateless (any worker may run it on any
+batch: structure, spelling, a format conversion) or needs the whole stream in order (dedup, mixing). A
+pipeline is a plain list of steps, built and checked in the driver (`check`: settings, optional
+dependencies, files) before any worker starts; each worker calls `setup` once (dictionaries, models) and
+then `process` per batch. Executors (local processes, Ray) run the leading stateless steps in parallel
+and everything from the first stateful step on in the driver, in input order.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+BATCH = 512
+
+
+@dataclass(slots=True)
+class Item:
+    """One record on its way through a pipeline, with what the steps decided about it."""
+
+    index: int                          # position in the input, for order and messages
+    record: Any                         # a LLaVA record, another format's row, or a unit of work
+    where: str = ""                     # "file:line" / "file: record N", for one-line errors
+    rejected: str | None = None         # the step that rejected it (later steps let it pass untouched)
+    reason: str | None = None           # `code: details`
+    note: dict[str, Any] | None = None  # what a rewriting step changed
+    extra: dict[str, Any] | None = None  # scratch for later steps (e.g. minhash bands); never written
+
+    @property
+    def alive(self) -> bool:
+        return self.rejected is None
+
+    def reject(self, step: str, reason: str) -> None:
+        self.rejected, self.reason = step, reason
+
+
+class Step:
+    """Base class of a pipeline step. Subclasses set `name` and override `process` (or `run`)."""
+
+    name = "step"
+    stateless = True
+
+    def __init__(self) -> None:
+        self.stats: Counter[str] = Counter()
+
+    def check(self) -> None:
+        """Validate settings and optional dependencies in the driver; raise UserError (one line)."""
+
+    def setup(self) -> None:
+        """Load heavy state once per worker, before the first batch."""
+
+    def process(self, items: list[Item]) -> list[Item]:
+        """One batch in, one batch out (flat-maps may change its length). Rejected items pass untouched."""
+        return items
+
+    def run(self, items: Iterable[Item]) -> Iterator[Item]:
+        """The whole stream (stateful steps override this to keep state or to see everything first)."""
+        for batch in batches(items):
+            yield from self.process(batch)
+
+    def take_stats(self) -> Counter[str]:
+        """This step's stats since the last call (workers send them to the driver with each batch)."""
+        found, self.stats = self.stats, Counter()
+        return found
+
+
+def batches(items: Iterable[Item], size: int = BATCH) -> Iterator[list[Item]]:
+    """Consecutive lists of at most `size` items."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def split_pipeline(steps: list[Step]) -> tuple[list[Step], list[Step]]:
+    """(the leading stateless steps, which may run anywhere; the rest, which runs in the driver)."""
+    for i, step in enumerate(steps):
+        if not step.stateless:
+            return steps[:i], steps[i:]
+    return steps, []
+
+
+def check_pipeline(steps: list[Step]) -> None:
+    """Every step's check, in the driver, before any worker starts."""
+    for step in steps:
+        step.check()
+
+
+def run_batch(steps: list[Step], items: list[Item]) -> tuple[list[Item], dict[str, Counter]]:
+    """Run stateless steps over one batch; returns the items and each step's stats for this batch."""
+    for step in steps:
+        items = step.process(items)
+    return items, {step.name: step.take_stats() for step in steps}
+
+
+@dataclass
+class StepStats:
+    """The driver's tally of one step: items in, out, rejected by reason code, and the step's own counters."""
+
+    seen: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    own: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        found = {"in": self.seen, "rejected": sum(self.rejected.values()),
+                 "out": self.seen - sum(self.rejected.values())}
+        if self.rejected:
+            found["rejected_by_reason"] = dict(self.rejected.most_common())
+        if self.own:
+            found["counts"] = dict(self.own.most_common())
+        return found

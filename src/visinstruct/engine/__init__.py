@@ -1,1 +1,0 @@
-"""The generation engine: ledger, rate limits, and the run loop."""

@@ -1,0 +1,1 @@
+"""The generate stage: tasks registry, prompt packs, units, ledger, limits, runner, reply parsing."""
