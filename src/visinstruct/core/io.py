@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -62,6 +63,19 @@ class AtomicFile:
             self.handle.close()
             self.tmp.unlink(missing_ok=True)
             raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """A folder filled under a temporary name beside `path` and renamed into place when the block succeeds;
+    removed on failure (a model cache: readers see all of it or nothing)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes(path: Path, data: bytes | memoryview, fsync: bool = True) -> None:

