@@ -95,7 +95,7 @@ def pipeline(path: Path, rows: int, stages: str, workers: int) -> None:
             "t = time.perf_counter(); "
             f"r = run_filter(Path({str(path)!r}), Path({str(out / 'kept.jsonl')!r}), "
             f"Path({str(out / 'rejects.jsonl')!r}), config); "
-            "print(r['records'], r['kept'], time.perf_counter() - t, "
+            "print(r['records_in'], r['records_out'], time.perf_counter() - t, "
             "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     records, kept, seconds, rss = result.stdout.split()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -76,6 +77,21 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str, parent: Path | None = None) -> Iterator[Path]:
+    """A temporary folder for spill files (not outputs), removed with everything in it when the block ends."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def open_scratch(path: Path) -> IO[bytes]:
+    """A spill file inside a `scratch_dir` folder, opened for writing (it is never an output)."""
+    return path.open("wb")
 
 
 def write_bytes(path: Path, data: bytes | memoryview, fsync: bool = True) -> None:

@@ -1,4 +1,4 @@
-"""Duplicates: exact (normalised text + image), near (MinHash LSH on the text), image (perceptual hash).
+"""Duplicates: exact (normalised text + image) and image (perceptual hash); near duplicates are in minhash.py.
 
 The first occurrence is kept; later ones are rejected with the id of the record they repeat. These stages
 keep state across records, so they run in the main process, in input order.
@@ -7,7 +7,6 @@ keep state across records, so they run in the main process, in input order.
 from __future__ import annotations
 
 import hashlib
-import re
 import struct
 from array import array
 from pathlib import Path
@@ -15,13 +14,11 @@ from typing import Any
 
 from .base import Reject, Verdict
 
-_SPACE = re.compile(r"\s+")
-
 
 def conversation_text(record: dict[str, Any]) -> str:
     """All turn values, lower-cased with whitespace collapsed, `<image>` tokens removed."""
     text = " ".join(t["value"] for t in record["conversations"]).replace("<image>", " ")
-    return _SPACE.sub(" ", text).strip().lower()
+    return " ".join(text.split()).lower()
 
 
 class DigestTable:
@@ -85,32 +82,6 @@ class ExactDedup:
 
     def _id(self, number: int) -> str:
         return self.ids[self.offsets[number]:self.offsets[number + 1]].decode()
-
-
-class NearDedup:
-    """MinHash over word 5-grams with LSH at a Jaccard threshold."""
-
-    name = "near_dedup"
-
-    def __init__(self, threshold: float = 0.85, num_perm: int = 64) -> None:
-        from datasketch import MinHash, MinHashLSH
-
-        self.minhash, self.num_perm = MinHash, num_perm
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-        self.count = 0
-
-    def check(self, record: dict[str, Any]) -> Verdict:
-        words = conversation_text(record).split()
-        shingles = {" ".join(words[i:i + 5]).encode() for i in range(max(1, len(words) - 4))}
-        signature = self.minhash(num_perm=self.num_perm)
-        signature.update_batch(list(shingles))
-        matches = self.lsh.query(signature)
-        if matches:
-            return Reject(f"near_duplicate: like {sorted(matches)[0]}")
-        self.count += 1
-        self.lsh.insert(f"{record.get('id')}#{self.count}" if str(record.get("id")) in self.lsh.keys else
-                        str(record.get("id")), signature)
-        return None
 
 
 class ImageDedup:

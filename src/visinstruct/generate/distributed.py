@@ -6,8 +6,9 @@ Design:
   so actors never share one), and an actor that builds its own teacher and runs the ordinary `Runner` over
   the shard's units. While it runs, the actor writes its process id to `<shard>.pid` (ops: which process
   works on which shard); the file is removed when the shard is done.
-- Limits: split evenly, fixed per actor: each of the N actors started gets `concurrency // N` requests in
-  flight (at least 1: `--concurrency` below the number of actors is raised to it) and `rpm / N`, `tpm / N`.
+- Limits: split evenly, fixed per actor: each of the N actors started (shards with work to do) gets
+  `concurrency // N` requests in flight (at least 1, so a `--concurrency` below N becomes N) and `rpm / N`,
+  `tpm / N`; a Retry-After slows the actor that received it.
   The sum never exceeds the global limit, and a request costs no round trip to a shared limiter actor (which
   would also be one more process whose death stalls every shard). The price: a shard that finishes early
   leaves its share unused, so near the end the run may go below the limit, never above it; shards are
@@ -21,14 +22,16 @@ Design:
 - Resume: units answered in the main ledger (a local run) or in any shard file (of any `--workers`) are
   never sent; the output is assembled in the driver from all of those ledgers, in unit order, by `finish`.
 - Errors: a UserError inside an actor comes back as its message and is raised in the driver as a UserError.
-- On a cluster (`--ray-address`) every node needs visinstruct installed and the ledger directory on a shared
-  filesystem at the same path (the actor checks that its shard file, created by the driver, is visible).
+- Resources: an actor takes one CPU (a local Ray gets `max(2, workers)`); on a smaller cluster the extra
+  shards wait for a CPU and start as others finish. On a cluster (`--ray-address`) every node needs
+  visinstruct installed, and the ledger directory (and, in VLM mode, the images) on a filesystem shared at
+  the same path: the actor checks that its shard file, created by the driver, is visible.
+- A later `--executor local` run reads the main ledger only: it does not see the shard files.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import logging
 import os
 import socket
@@ -42,10 +45,10 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from ..core.errors import UserError
-from ..core.io import shard_name
+from ..core.io import remove_quietly, write_bytes
 from ..core.report import Progress
 from ..teachers.factory import TeacherConfig
-from .ledger import Ledger
+from .ledger import Ledger, ledger_paths, shard_path
 from .limits import Limits
 from .runner import Runner, RunStats
 from .stage import GenerateOptions, Summary, finish
@@ -59,17 +62,6 @@ OBJECT_STORE_BYTES = 200 * 1024**2
 def shard_of(unit: Unit, shards: int) -> int:
     """The unit's shard: a stable hash of its key."""
     return int(unit.key[:8], 16) % shards
-
-
-def shard_path(ledger: Path, rank: int, shards: int) -> Path:
-    """`<ledger>.shard-00003-of-00004.sqlite`, beside the main ledger."""
-    return ledger.with_name(shard_name(ledger.name + ".shard", rank, shards, ".sqlite"))
-
-
-def ledger_paths(ledger: Path) -> list[Path]:
-    """The main ledger (if any) and every shard file beside it, whatever the number of shards it was run with."""
-    shards = sorted(ledger.parent.glob(glob.escape(ledger.name) + ".shard-*-of-*.sqlite"))
-    return ([ledger] if ledger.exists() else []) + shards
 
 
 def _add(total: RunStats, more: dict[str, int] | RunStats) -> None:
@@ -108,7 +100,7 @@ class ShardWorker:
             raise UserError(f"ledger shard {self.path} is not visible on Ray node {socket.gethostname()}: "
                             "on a cluster the ledger (--ledger) must be on a filesystem that every node shares")
         pid_file = self.path.with_name(self.path.name + ".pid")
-        pid_file.write_text(f"{os.getpid()}\n")
+        write_bytes(pid_file, f"{os.getpid()}\n".encode(), fsync=False)
         ledger = Ledger(self.path)
         try:
             answered = ledger.answered_keys()
@@ -130,7 +122,7 @@ class ShardWorker:
                 await client.close()
         finally:
             ledger.close()
-            pid_file.unlink(missing_ok=True)
+            remove_quietly(pid_file)
         total = RunStats()
         _add(total, self.recovered)
         _add(total, stats)
@@ -157,7 +149,7 @@ def _init_ray(opts: GenerateOptions) -> bool:
     """Join `--ray-address` or start a light local Ray; True when this call started it (and must stop it)."""
     if ray.is_initialized():
         return False  # the caller's Ray: use it, leave it running
-    quiet = {"logging_level": logging.WARNING, "ignore_reinit_error": True}
+    quiet = {"logging_level": logging.ERROR, "ignore_reinit_error": True}
     if opts.ray_address:
         ray.init(address=opts.ray_address, **quiet)
     else:

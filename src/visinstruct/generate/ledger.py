@@ -6,12 +6,15 @@ was answered, and a re-run skips every unit whose reply is already here.
 
 from __future__ import annotations
 
+import glob
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+
+from ..core.io import shard_name
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS units (
@@ -87,3 +90,14 @@ class Ledger:
     def close(self) -> None:
         """Close the database."""
         self.db.close()
+
+
+def shard_path(ledger: Path, rank: int, shards: int) -> Path:
+    """`<ledger>.shard-00003-of-00004.sqlite`, beside the main ledger."""
+    return ledger.with_name(shard_name(ledger.name + ".shard", rank, shards, ".sqlite"))
+
+
+def ledger_paths(ledger: Path) -> list[Path]:
+    """The main ledger (if any) and every shard file beside it, whatever the number of shards it was run with."""
+    shards = sorted(ledger.parent.glob(glob.escape(ledger.name) + ".shard-*-of-*.sqlite"))
+    return ([ledger] if ledger.exists() else []) + shards

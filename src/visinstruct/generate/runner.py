@@ -7,8 +7,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from tqdm import tqdm
-
+from ..core.report import Progress
 from ..teachers.base import Teacher, TeacherError
 from .ledger import Ledger
 from .limits import Limits
@@ -44,8 +43,7 @@ class Runner:
     async def run(self, units: list[Unit]) -> RunStats:
         """Process all units; returns when each is answered or failed."""
         pending = iter(units)
-        with tqdm(total=len(units), unit="req", disable=self.progress is False or None,
-                  dynamic_ncols=True, mininterval=0.5) as bar:
+        with Progress("generate", total=len(units), enabled=self.progress, unit="req") as bar:
             self.bar = bar
             workers = [asyncio.create_task(self._worker(pending)) for _ in range(min(self.concurrency, len(units)))]
             try:

@@ -19,7 +19,7 @@ from ..core.report import make_report
 from ..sources import InputSpec, open_scenes
 from ..sources.scene import Scene
 from ..teachers.factory import TeacherConfig
-from .ledger import Entry, Ledger
+from .ledger import Entry, Ledger, ledger_paths
 from .limits import Limits
 from .parse import ReplyParseError, parse_description, parse_pairs
 from .prompts import detail_instruction
@@ -219,31 +219,42 @@ def generate_scenes(scenes: Iterable[Scene], teacher: TeacherConfig, opts: Gener
     _check_sizes(scenes, opts)
     units = list(make_units(scenes, opts.tasks, opts.lang, opts.samples, teacher.model or "", opts.sampling(teacher),
                             opts.images))
-    if opts.dry_run:  # reads an existing ledger, creates nothing
-        answered = set()
-        if opts.ledger_path.exists():
-            ledger = Ledger(opts.ledger_path)
-            answered = ledger.answered_keys()
-            ledger.close()
-        dry_run(units, answered, opts, stream)
+    if opts.dry_run:  # reads existing ledgers, creates nothing
+        dry_run(units, _answered_in(ledger_paths(opts.ledger_path)), opts, stream)
         return Summary(units=len(units))
     if opts.executor == "ray":
         from .distributed import run_on_ray
 
         return run_on_ray(units, teacher, opts)
+    shards = [Ledger(path) for path in ledger_paths(opts.ledger_path) if path != opts.ledger_path]
     ledger = Ledger(opts.ledger_path)
     try:
         answered = ledger.answered_keys()
+        for shard in shards:  # left by an earlier `--executor ray` run: never paid twice
+            answered |= shard.answered_keys()
         todo = [u for u in units if u.key not in answered]
         summary = Summary(units=len(units), from_ledger=len(units) - len(todo))
         if todo:
             started = time.perf_counter()
             summary.run = asyncio.run(_run(todo, ledger, teacher, opts))
             summary.run_seconds = time.perf_counter() - started
-        finish(units, [ledger], opts, summary)
+        finish(units, [ledger, *shards], opts, summary)
         return summary
     finally:
-        ledger.close()
+        for db in (ledger, *shards):
+            db.close()
+
+
+def _answered_in(paths: list[Path]) -> set[str]:
+    """Keys answered in any of these ledger files."""
+    answered: set[str] = set()
+    for path in paths:
+        ledger = Ledger(path)
+        try:
+            answered |= ledger.answered_keys()
+        finally:
+            ledger.close()
+    return answered
 
 
 def finish(units: list[Unit], ledgers: list[Ledger], opts: GenerateOptions, summary: Summary) -> None:
