@@ -1,34 +1,41 @@
 """The Ray executor: the same pipeline on Ray Data, locally or on a cluster, with the local executor's output.
 
-Design: the input splits are a small dataset of descriptors; a `flat_map` reads each split in a Ray worker
-(a distributed read) and emits one row per item, tagged with its split number and its position in the
-split, plus a marker row at the end of each split that carries the split's item count. The leading
-stateless steps then run in a `map_batches` over an actor pool (`workers` actors, each calls every step's
-`setup` once, on its first batch, as the local executor's processes do), with `preserve_order` set, so the
-rows come back to the driver in input order. The driver, reading the stream batch by batch (the object
-store bounds what is in flight), turns (split, position) into the global index as it counts the markers,
-adds each batch's step stats to the tally, and feeds the items to the stateful steps (the duplicate
-tables), which run in the driver on the ordered stream, exactly as with the local executor.
+Design: stateless steps on Ray Data, stateful steps (the duplicate tables) in the driver, on the ordered
+stream. The input splits become a small dataset of descriptors, one block per split. A `map_batches` over
+an actor pool of `workers` actors reads each split where it runs (a distributed read) and runs the
+leading stateless steps over it in batches of BATCH items; each actor calls every step's `setup` once,
+on its first batch, as the local executor's processes do. Reading and the steps share one stage on
+purpose: it is what Ray's operator fusion would make of a read stage followed by the steps' stage, and
+it keeps a separate read stage from waiting for CPUs that the actors hold (a local Ray has only
+`max(2, workers)` of them). `preserve_order` is set on the dataset's own context, so the rows come back
+in input order; the driver reads them batch by batch (the object store bounds what is in flight), adds
+each batch's step stats to the tally, and passes the items to `run_tail`, which runs the stateful steps
+in the driver exactly as the local executor does.
 
-Steps see the item's position within its split as `item.index` (no step uses it except to copy it to the
-items a flat-map makes); the driver sets the global index before anything else sees the item.
+Each row of the stream is one pickled tuple: an item with its split number, a split's end with the
+number of items read from it, a batch's step stats, or an error. Workers number items within their split
+(`item.index` is the position in the split while the steps run; no stateless step uses it except to copy
+it onto the items a flat-map makes); the driver turns it into the global index as it counts the split
+ends, before anything downstream sees the item.
 
 A `UserError` in a worker (a bad line while reading, a bad record in a step, a failing `setup`) does not
-go through Ray's error machinery: the worker sends it as a row at the place where it happened, and the
-driver raises it there as the same one-line `UserError`, after the items before it (what Ray does with
-worker exceptions is not ordered, and it logs them). Other exceptions propagate through Ray; a
-`UserError` that still arrives wrapped in Ray's exceptions is unwrapped.
+go through Ray's error machinery: the worker sends it as a row where it happened, and the driver raises
+it there as the same one-line `UserError`, after the items before it, as the local executor would (Ray
+reports worker exceptions out of order and logs them with tracebacks). Other exceptions propagate
+through Ray; a `UserError` that still arrives inside Ray's exception wrappers is unwrapped.
 
-`address` joins a running cluster (`ray.init(address=...)`); without one a small local Ray is started
-(no dashboard, a small object store, quiet). A Ray the caller already started is used as it is and never
-shut down here; a local Ray started here is left running for the next stage and stops with the process.
+`address` joins a running cluster (`ray.init(address=...)`); the inputs, and the image folder that
+parquet → LLaVA workers write, must then be on a filesystem every node sees. Without an address a small
+local Ray is started (no dashboard, a 200 MB object store, quiet). A Ray the caller already started is
+used as it is and never shut down here; a local Ray started here stays up for the next stage and stops
+with the process.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
-from collections import Counter
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,107 +46,84 @@ from ..core.step import BATCH, Item, Step, run_batch, split_pipeline
 from .local import run_tail
 
 OBJECT_STORE_BYTES = 200 << 20  # a local Ray's object store: the driver streams, so little is needed
-READ_ROWS = 4096                # rows per block that a split's reader hands on
 
-# A row is one pickled tuple in the "row" column: (ITEM, split, Item) | (END, split, count) |
-# (ERROR, split, message) | (STATS, -1, {step: Counter}).
-ITEM, END, ERROR, STATS = 0, 1, 2, 3
+# the kinds of row: (ITEM, split, Item) | (END, split, items read) | (STATS, split, {step: Counter}) |
+# (ERROR, split, message)
+ITEM, END, STATS, ERROR = range(4)
 
 
 def _row(*fields: Any) -> bytes:
     return pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _read(batch: dict[str, Any]) -> Iterator[dict[str, list[bytes]]]:
-    """Each split's items as rows (in blocks of READ_ROWS), then its END marker, or an ERROR where reading failed."""
-    for raw in batch["split"]:
-        yield from _read_split(*pickle.loads(raw))
-
-
-def _read_split(number: int, split: Split) -> Iterator[dict[str, list[bytes]]]:
-    out: list[bytes] = []
-    count = 0
-    try:
-        for item in split.read():
-            item.index = count
-            count += 1
-            out.append(_row(ITEM, number, item))
-            if len(out) == READ_ROWS:
-                yield {"row": out}
-                out = []
-        out.append(_row(END, number, count))
-    except UserError as exc:
-        out.append(_row(ERROR, number, str(exc)))
-    yield {"row": out}
-
-
-class _Head:
-    """The leading stateless steps in one Ray actor: `setup` once, then each batch split by split."""
+class _Worker:
+    """One actor: reads the splits it is given and runs the leading stateless steps over their items."""
 
     def __init__(self, steps: bytes) -> None:
         self.steps: list[Step] = pickle.loads(steps)
         self.ready = False
 
-    def _run(self, items: list[Item], split: int, out: list[bytes], stats: dict[str, Counter]) -> None:
+    def __call__(self, batch: dict[str, Any]) -> Iterator[dict[str, list[bytes]]]:
+        for raw in batch["split"]:
+            yield from self._split(*pickle.loads(raw))
+
+    def _split(self, number: int, split: Split) -> Iterator[dict[str, list[bytes]]]:
+        """A split's items in batches through the steps, then its END; or, where reading or a step raises
+        a UserError, what came before it and the ERROR."""
+        reader, read, error = split.read(), 0, None
+        while error is None:
+            items: list[Item] = []
+            try:
+                for item in reader:
+                    item.index, read = read, read + 1
+                    items.append(item)
+                    if len(items) == BATCH:
+                        break
+            except UserError as exc:
+                error = str(exc)
+            try:
+                rows = self._steps(number, items) if items else []
+            except UserError as exc:  # the batch is lost, as on the local executor
+                error, rows = str(exc), []
+            if rows:
+                yield {"row": rows}
+            if error is None and len(items) < BATCH:
+                yield {"row": [_row(END, number, read)]}
+                return
+        yield {"row": [_row(ERROR, number, error)]}
+
+    def _steps(self, number: int, items: list[Item]) -> list[bytes]:
         if not self.ready:
             for step in self.steps:
                 step.setup()
             self.ready = True
-        done, found = run_batch(self.steps, items)
-        out += [_row(ITEM, split, item) for item in done]
-        for name, counts in found.items():
-            stats.setdefault(name, Counter()).update(counts)
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
-        out: list[bytes] = []
-        stats: dict[str, Counter] = {}
-        items: list[Item] = []
-        split = -1
-        try:
-            for raw in batch["row"]:
-                kind, number, payload = pickle.loads(raw)
-                if kind == ITEM:
-                    if number != split and items:  # flat-maps keep no split tag: one split per run
-                        self._run(items, split, out, stats)
-                        items = []
-                    split = number
-                    items.append(payload)
-                    continue
-                if items:
-                    self._run(items, split, out, stats)
-                    items = []
-                out.append(raw)
-                if kind == ERROR:
-                    break
-            else:
-                if items:
-                    self._run(items, split, out, stats)
-        except UserError as exc:
-            out.append(_row(ERROR, split, str(exc)))
-        out.append(_row(STATS, -1, stats))
-        return {"row": out}
+        done, stats = run_batch(self.steps, items)
+        return [*(_row(ITEM, number, item) for item in done), _row(STATS, number, stats)]
 
 
 def user_error(exc: BaseException) -> UserError | None:
     """The UserError inside Ray's exception wrappers (RayTaskError, UserCodeException, ...), if any."""
     seen: set[int] = set()
-    stack = [exc]
+    stack: list[BaseException | None] = [exc]
     while stack:
         current = stack.pop()
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, UserError) and getattr(current, "cause", None) is None:  # not a dual-typed wrapper
-            return UserError(str(current))
-        stack += [current.__cause__, current.__context__, getattr(current, "cause", None)]
+        # a RayTaskError made "an instance of its cause" is a UserError too, but its text is a traceback
+        if isinstance(current, UserError) and getattr(current, "cause", None) is None:
+            return UserError(*current.args)
+        stack += [current.__context__, current.__cause__, getattr(current, "cause", None)]
     return None
 
 
-def _quiet_ray_data() -> None:
-    """Ray Data's console handler logs every dataset's start and stats at INFO: keep warnings only."""
+def _quiet() -> None:
+    """Ray Data logs each dataset's plan, stats and advice on stderr: keep errors only there (the session's
+    ray-data.log keeps everything), and drop a warning about the actor pool's size that is no advice here."""
     for handler in logging.getLogger("ray.data").handlers:
-        if type(handler).__name__ == "PlainRayHandler" and handler.level < logging.WARNING:
-            handler.setLevel(logging.WARNING)
+        if type(handler).__name__ == "PlainRayHandler" and handler.level < logging.ERROR:
+            handler.setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
 
 
 class RayExecutor:
@@ -156,53 +140,53 @@ class RayExecutor:
 
         if ray.is_initialized():
             return
+        quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "ignore_reinit_error": True}
         if self.address:
-            ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False,
-                     logging_level=logging.WARNING)
-            return
-        ray.init(num_cpus=max(2, self.workers), object_store_memory=OBJECT_STORE_BYTES, include_dashboard=False,
-                 log_to_driver=False, logging_level=logging.WARNING, ignore_reinit_error=True,
-                 _system_config={"metrics_report_interval_ms": 60_000})
+            ray.init(address=self.address, **quiet)
+        else:
+            # "local": a new Ray of its own, never one that another process left running on this machine
+            ray.init(address="local", num_cpus=max(2, self.workers), object_store_memory=OBJECT_STORE_BYTES,
+                     include_dashboard=False, **quiet)
 
     def _dataset(self, splits: list[Split], head: list[Step]) -> Any:
         import ray.data
         from ray.data import ActorPoolStrategy
 
         self._start()
-        rows = [{"split": pickle.dumps((n, split), protocol=pickle.HIGHEST_PROTOCOL)} for n, split in enumerate(splits)]
-        ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
-        context = ds.context  # this dataset's own copy: the caller's DataContext is left alone
+        _quiet()
+        rows = [{"split": _row(n, split)} for n, split in enumerate(splits)]
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        context = ds.context  # this dataset's own copy of the DataContext: the caller's is left alone
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
         context.print_on_execution_start = False
         context.enable_auto_log_stats = False
-        _quiet_ray_data()
-        # reading takes no CPU slot, so it never waits for the head's actors to give theirs back
-        ds = ds.map_batches(_read, batch_size=1, num_cpus=0, batch_format="numpy")
-        if head:
-            # a local Ray's actors are not restarted (Ray would also log that their arguments may be lost)
-            restarts = {} if self.address else {"max_restarts": 0}
-            ds = ds.map_batches(_Head, fn_constructor_args=(pickle.dumps(head),), batch_size=BATCH,
-                                compute=ActorPoolStrategy(size=self.workers), num_cpus=1, batch_format="numpy",
-                                **restarts)
-        return ds
+        # Actors of a local Ray are not restarted: a restart would only repeat a crash, and with restarts
+        # on Ray logs an error line per actor (its arguments live in the object store). A cluster keeps
+        # Ray Data's default (restart, retry). `max_restarts` has no named parameter in Ray 2.60 yet.
+        restarts = {} if self.address else {"max_restarts": 0}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+            return ds.map_batches(_Worker, fn_constructor_args=(pickle.dumps(head),), batch_size=1,
+                                  batch_format="numpy", compute=ActorPoolStrategy(size=self.workers), num_cpus=1,
+                                  **restarts)
 
     def _head(self, splits: list[Split], head: list[Step], tally: Tally) -> Iterator[Item]:
         if not splits:
             return
         ds = self._dataset(splits, head)
-        bases = {0: 0}
+        starts = {0: 0}  # split number -> global index of its first item, known once the split before ends
         try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 for raw in batch["row"]:
                     kind, number, payload = pickle.loads(raw)
                     if kind == ITEM:
-                        payload.index += bases[number]
+                        payload.index += starts[number]
                         yield payload
-                    elif kind == END:
-                        bases[number + 1] = bases[number] + payload
                     elif kind == STATS:
                         tally.add_stats(payload)
+                    elif kind == END:
+                        starts[number + 1] = starts[number] + payload
                     else:
                         raise UserError(payload)
         except UserError:
@@ -217,4 +201,3 @@ class RayExecutor:
         """Every item that comes out of the pipeline (rejected ones included), in input order."""
         head, tail = split_pipeline(steps)
         yield from run_tail(self._head(splits, head, tally), tail, tally)
-
