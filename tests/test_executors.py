@@ -42,8 +42,8 @@ def ray_local():
 
 @pytest.fixture(autouse=True)
 def small_splits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cut JSONL inputs every 16 KiB (the default is bound when `record_splits` is defined)."""
-    monkeypatch.setattr(inputs.record_splits, "__defaults__", (SPLIT_BYTES,))
+    """Cut JSONL inputs every 16 KiB, so that each input is read as several splits."""
+    monkeypatch.setattr(inputs, "SPLIT_BYTES", SPLIT_BYTES)
 
 
 def corpus() -> list[dict]:

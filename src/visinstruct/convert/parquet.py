@@ -135,6 +135,7 @@ class ParquetGroupStep(Step):
     """Stateless flat-map: a planned row group in, its LLaVA records out (its images written on the way)."""
 
     name = "parquet_to_llava"
+    batch_size = 1  # one row group (thousands of images) is a batch's worth of work
 
     def process(self, items: list[Item]) -> list[Item]:
         out = []

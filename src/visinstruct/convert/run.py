@@ -131,7 +131,8 @@ def route(src: Path, out: Path, source: str, opts: ConvertOptions) -> tuple[list
     if source == "parquet":
         images_out = opts.images_out or out.parent / "images"
         images_out.mkdir(parents=True, exist_ok=True)
-        return [GroupSplit(plan(parquet_files(src), images_out))], [ParquetGroupStep()], RecordSink(out)
+        splits = [GroupSplit([group]) for group in plan(parquet_files(src), images_out)]
+        return splits, [ParquetGroupStep()], RecordSink(out)
     if opts.to == "parquet":
         found = survey(src)
         if found.count == 0:

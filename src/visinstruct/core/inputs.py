@@ -23,7 +23,7 @@ class Split(Protocol):
 
 @dataclass
 class JsonlSplit:
-    """The lines of a .jsonl file that start in [start, end); `first` numbers its records."""
+    """The lines of a .jsonl file that start in [start, end)."""
 
     path: Path
     start: int
@@ -101,8 +101,10 @@ def _jsonl_splits(path: Path, split_bytes: int) -> list[JsonlSplit]:
     return [JsonlSplit(path, start, starts[i + 1] if i + 1 < len(starts) else None) for i, start in enumerate(starts)]
 
 
-def record_splits(path: Path, split_bytes: int = SPLIT_BYTES) -> list[Split]:
-    """The splits of a record input: .jsonl, .json (a list), a .parquet file or a folder of parquet shards."""
+def record_splits(path: Path, split_bytes: int | None = None) -> list[Split]:
+    """The splits of a record input: .jsonl (cut every `split_bytes`, default SPLIT_BYTES), .json (a list),
+    a .parquet file or a folder of parquet shards (one split per row group)."""
+    split_bytes = split_bytes or SPLIT_BYTES
     if not path.exists():
         raise UserError(f"{path}: not found")
     suffix = path.suffix.lower()

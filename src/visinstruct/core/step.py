@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
 BATCH = 512
@@ -23,7 +22,8 @@ BATCH = 512
 class Item:
     """One record on its way through a pipeline, with what the steps decided about it."""
 
-    index: int                          # position in the input, for order and messages
+    index: int                          # position in the input (steps may copy it, never rely on it: on Ray
+                                        # it is the position within the split until the driver renumbers)
     record: Any                         # a LLaVA record, another format's row, or a unit of work
     where: str = ""                     # "file:line" / "file: record N", for one-line errors
     rejected: str | None = None         # the step that rejected it (later steps let it pass untouched)
@@ -44,6 +44,7 @@ class Step:
 
     name = "step"
     stateless = True
+    batch_size = BATCH  # items per batch; heavy items (a parquet row group) want 1
 
     def __init__(self) -> None:
         self.stats: Counter[str] = Counter()
@@ -70,10 +71,26 @@ class Step:
 
 
 def batches(items: Iterable[Item], size: int = BATCH) -> Iterator[list[Item]]:
-    """Consecutive lists of at most `size` items."""
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
+    """Consecutive lists of at most `size` items. When the input fails (a bad line), the items read before
+    the failure are still yielded as a last batch, then the error is raised."""
+    batch: list[Item] = []
+    try:
+        for item in items:
+            batch.append(item)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+    except Exception:
+        if batch:
+            yield batch
+        raise
+    if batch:
         yield batch
+
+
+def batch_size(steps: list[Step]) -> int:
+    """The batch size a group of steps runs with: the smallest any of them asks for."""
+    return min((step.batch_size for step in steps), default=BATCH)
 
 
 def split_pipeline(steps: list[Step]) -> tuple[list[Step], list[Step]]:

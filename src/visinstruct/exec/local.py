@@ -14,7 +14,7 @@ from typing import Any
 
 from ..core.inputs import Split, read_splits
 from ..core.report import Tally
-from ..core.step import Item, Step, batches, run_batch, split_pipeline
+from ..core.step import Item, Step, batch_size, batches, run_batch, split_pipeline
 
 _STEPS: list[Step] = []
 _READY = False
@@ -35,12 +35,18 @@ def _work(items: list[Item]) -> tuple[list[Item], dict[str, Any]]:
 
 
 def ordered_window(pool: Any, inputs: Iterator[list[Item]], window: int) -> Iterator[tuple[list[Item], dict]]:
-    """Results of `_work` over `inputs`, in order, with at most `window` batches in flight."""
+    """Results of `_work` over `inputs`, in order, with at most `window` batches in flight. When reading the
+    input fails, the batches already sent are finished and yielded first, then the error is raised."""
     pending: deque = deque()
-    for batch in inputs:
-        pending.append(pool.apply_async(_work, (batch,)))
-        if len(pending) >= window:
+    try:
+        for batch in inputs:
+            pending.append(pool.apply_async(_work, (batch,)))
+            if len(pending) >= window:
+                yield pending.popleft().get()
+    except Exception:
+        while pending:
             yield pending.popleft().get()
+        raise
     while pending:
         yield pending.popleft().get()
 
@@ -54,7 +60,7 @@ class LocalExecutor:
         self.workers = max(1, workers)
 
     def _head(self, splits: list[Split], head: list[Step], tally: Tally) -> Iterator[Item]:
-        stream = batches(read_splits(splits))
+        stream = batches(read_splits(splits), batch_size(head))
         if self.workers == 1 or not head:
             _init(head)
             for batch in stream:

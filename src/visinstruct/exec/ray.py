@@ -3,9 +3,9 @@
 Design: stateless steps on Ray Data, stateful steps (the duplicate tables) in the driver, on the ordered
 stream. The input splits become a small dataset of descriptors, one block per split. A `map_batches` over
 an actor pool of `workers` actors reads each split where it runs (a distributed read) and runs the
-leading stateless steps over it in batches of BATCH items; each actor calls every step's `setup` once,
-on its first batch, as the local executor's processes do. Reading and the steps share one stage on
-purpose: it is what Ray's operator fusion would make of a read stage followed by the steps' stage, and
+leading stateless steps over it in batches (512 items, or what the steps ask for); each actor calls
+every step's `setup` once, on its first batch, as the local executor's processes do. Reading and the
+steps share one stage on purpose: it is what Ray's operator fusion would make of a read stage followed by the steps' stage, and
 it keeps a separate read stage from waiting for CPUs that the actors hold (a local Ray has only
 `max(2, workers)` of them). `preserve_order` is set on the dataset's own context, so the rows come back
 in input order; the driver reads them batch by batch (the object store bounds what is in flight), adds
@@ -42,7 +42,7 @@ from typing import Any
 from ..core.errors import UserError
 from ..core.inputs import Split
 from ..core.report import Tally
-from ..core.step import BATCH, Item, Step, run_batch, split_pipeline
+from ..core.step import Item, Step, batch_size, run_batch, split_pipeline
 from .local import run_tail
 
 OBJECT_STORE_BYTES = 200 << 20  # a local Ray's object store: the driver streams, so little is needed
@@ -61,6 +61,7 @@ class _Worker:
 
     def __init__(self, steps: bytes) -> None:
         self.steps: list[Step] = pickle.loads(steps)
+        self.batch = batch_size(self.steps)
         self.ready = False
 
     def __call__(self, batch: dict[str, Any]) -> Iterator[dict[str, list[bytes]]]:
@@ -77,7 +78,7 @@ class _Worker:
                 for item in reader:
                     item.index, read = read, read + 1
                     items.append(item)
-                    if len(items) == BATCH:
+                    if len(items) == self.batch:
                         break
             except UserError as exc:
                 error = str(exc)
@@ -87,7 +88,7 @@ class _Worker:
                 error, rows = str(exc), []
             if rows:
                 yield {"row": rows}
-            if error is None and len(items) < BATCH:
+            if error is None and len(items) < self.batch:
                 yield {"row": [_row(END, number, read)]}
                 return
         yield {"row": [_row(ERROR, number, error)]}
@@ -117,6 +118,25 @@ def user_error(exc: BaseException) -> UserError | None:
     return None
 
 
+def start_ray(workers: int, address: str | None, actor_logs: bool = True) -> bool:
+    """Join the cluster at `address`, or start a light local Ray; True when this call started Ray.
+
+    A Ray the caller already started is used as it is. "local" starts a new Ray of its own, never one that
+    another process left running on this machine.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    quiet = {"log_to_driver": actor_logs, "logging_level": logging.ERROR, "ignore_reinit_error": True}
+    if address:
+        ray.init(address=address, **quiet)
+    else:
+        ray.init(address="local", num_cpus=max(2, workers), object_store_memory=OBJECT_STORE_BYTES,
+                 include_dashboard=False, **quiet)
+    return True
+
+
 def _quiet() -> None:
     """Ray Data logs each dataset's plan, stats and advice on stderr: keep errors only there (the session's
     ray-data.log keeps everything), and drop a warning about the actor pool's size that is no advice here."""
@@ -135,24 +155,11 @@ class RayExecutor:
         self.workers = max(1, workers)
         self.address = address
 
-    def _start(self) -> None:
-        import ray
-
-        if ray.is_initialized():
-            return
-        quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "ignore_reinit_error": True}
-        if self.address:
-            ray.init(address=self.address, **quiet)
-        else:
-            # "local": a new Ray of its own, never one that another process left running on this machine
-            ray.init(address="local", num_cpus=max(2, self.workers), object_store_memory=OBJECT_STORE_BYTES,
-                     include_dashboard=False, **quiet)
-
     def _dataset(self, splits: list[Split], head: list[Step]) -> Any:
         import ray.data
         from ray.data import ActorPoolStrategy
 
-        self._start()
+        start_ray(self.workers, self.address, actor_logs=False)
         _quiet()
         rows = [{"split": _row(n, split)} for n, split in enumerate(splits)]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))

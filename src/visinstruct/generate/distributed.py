@@ -32,7 +32,6 @@ Design:
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 import sys
@@ -47,6 +46,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from ..core.errors import UserError
 from ..core.io import remove_quietly, write_bytes
 from ..core.report import Progress
+from ..exec.ray import start_ray
 from ..teachers.factory import TeacherConfig
 from .ledger import Ledger, ledger_paths, shard_path
 from .limits import Limits
@@ -56,7 +56,6 @@ from .units import Unit
 
 MAX_RESTARTS = 3
 POLL_S = 1.0
-OBJECT_STORE_BYTES = 200 * 1024**2
 
 
 def shard_of(unit: Unit, shards: int) -> int:
@@ -147,15 +146,7 @@ class _Shard:
 
 def _init_ray(opts: GenerateOptions) -> bool:
     """Join `--ray-address` or start a light local Ray; True when this call started it (and must stop it)."""
-    if ray.is_initialized():
-        return False  # the caller's Ray: use it, leave it running
-    quiet = {"logging_level": logging.ERROR, "ignore_reinit_error": True}
-    if opts.ray_address:
-        ray.init(address=opts.ray_address, **quiet)
-    else:
-        ray.init(address="local", num_cpus=max(2, opts.workers), object_store_memory=OBJECT_STORE_BYTES,
-                 include_dashboard=False, **quiet)
-    return True
+    return start_ray(opts.workers, opts.ray_address)
 
 
 class _Driver:
