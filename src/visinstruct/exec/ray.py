@@ -5,8 +5,8 @@ stream. The input splits become a small dataset of descriptors, one block per sp
 an actor pool of `workers` actors reads each split where it runs (a distributed read) and runs the
 leading stateless steps over it in batches (512 items, or what the steps ask for); each actor calls
 every step's `setup` once, on its first batch, as the local executor's processes do. Reading and the
-steps share one stage on purpose: it is what Ray's operator fusion would make of a read stage followed by the steps' stage, and
-it keeps a separate read stage from waiting for CPUs that the actors hold (a local Ray has only
+steps share one stage on purpose: it is what Ray's operator fusion would make of a read stage followed
+by the steps' stage, and it keeps a separate read stage from waiting for CPUs that the actors hold (a local Ray has only
 `max(2, workers)` of them). `preserve_order` is set on the dataset's own context, so the rows come back
 in input order; the driver reads them batch by batch (the object store bounds what is in flight), adds
 each batch's step stats to the tally, and passes the items to `run_tail`, which runs the stateful steps
