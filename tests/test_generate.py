@@ -162,7 +162,7 @@ def test_sigkill_midway_then_resume(tmp_path: Path, val80: Path) -> None:
     out, ledger = tmp_path / "out.json", tmp_path / "out.json.ledger.sqlite"
     cmd = [sys.executable, "-m", "visinstruct", "generate", "--caps-boxes", str(val80), "--out", str(out),
            "--base-url", base_url, "--model", "m", "--concurrency", "4", "--no-progress"]
-    (tmp_path / ".out.json.tmp").write_text("[\n{\"half\": ")  # as if killed while writing
+    (tmp_path / ".out.json.999999.tmp").write_text("[\n{\"half\": ")  # as if killed while writing
     try:
         run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.time() + 60

@@ -14,6 +14,7 @@ import pytest
 from conftest import REPO
 from visinstruct.cli import main
 from visinstruct.core.io import AtomicFile, RecordWriter, read_jsonl, write_bytes
+from visinstruct.core.step import Step
 
 PACKAGE = REPO / "src" / "visinstruct"
 # what each top-level part may import besides itself (stages never import each other)
@@ -80,7 +81,7 @@ def test_atomic_file_keeps_the_old_output_on_failure(tmp_path: Path) -> None:
         writer.write({"a": 1})
         raise RuntimeError("half-way")
     assert target.read_text() == "old\n" and not list(tmp_path.glob(".*.tmp"))
-    (tmp_path / ".out.jsonl.tmp").write_text("left by a killed run")
+    (tmp_path / ".out.jsonl.4242.tmp").write_text("left by a killed run")
     write_records_path = tmp_path / "out.jsonl"
     with RecordWriter(write_records_path) as writer:
         writer.write({"a": 2})
@@ -103,6 +104,12 @@ def test_jsonl_ranges_cover_every_line_once_with_line_numbers(tmp_path: Path) ->
                for line, rec in read_jsonl(path, start, min(start + step, size))]
         assert [n for _, n in got] == list(range(200))
         assert got[100][0] == 102 and got[0][0] == 1  # the blank line 101 is counted
+    from visinstruct.core.inputs import read_splits, record_splits
+
+    for split_bytes in (97, 1000):
+        items = list(read_splits(record_splits(path, split_bytes)))
+        assert [i.record["n"] for i in items] == list(range(200)) and [i.index for i in items] == list(range(200))
+        assert items[100].where == f"{path}:102" and items[199].where == f"{path}:201"
 
 
 def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: list[str],
@@ -184,3 +191,55 @@ def test_a_worker_failure_comes_back_as_one_line(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "cannot read the allowlist" in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1 and not (tmp_path / "o.jsonl").exists()
+
+
+class _DyingStep(Step):
+    """A stateless step whose worker process dies on the first batch (as the OOM killer would do it)."""
+
+    name, batch_size = "dies", 2
+
+    def process(self, items: list) -> list:
+        import os
+
+        os._exit(1)
+
+
+def test_a_dead_worker_process_is_one_error_not_a_hang(tmp_path: Path) -> None:
+    from visinstruct.core.errors import UserError
+    from visinstruct.core.inputs import record_splits
+    from visinstruct.core.report import Tally
+    from visinstruct.exec.local import LocalExecutor
+
+    started = time.monotonic()
+    with pytest.raises(UserError, match="a worker process died"):
+        list(LocalExecutor(2).run(record_splits(_records(tmp_path)), [_DyingStep()], Tally(["dies"])))
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("to", ["wds", "parquet"])
+def test_failed_sharded_convert_leaves_the_old_output_and_no_shards(tmp_path: Path, to: str) -> None:
+    from PIL import Image
+
+    from conftest import run_cli
+
+    images = tmp_path / "img"
+    images.mkdir()
+    records = []
+    for i in range(30):
+        if i != 27:  # record 27's image is missing: the run fails after several shards were written
+            Image.new("RGB", (8, 8), (i * 8, 0, 0)).save(images / f"{i}.png")
+        records.append({"id": str(i), "image": f"{i}.png", "conversations": [
+            {"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": "Red."}]})
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "previous.txt").write_text("an earlier run's output")
+    result = run_cli("convert", str(source), str(out), "--to", to, "--image-root", str(images), "--shard-size", "5")
+    assert result.returncode == 2 and "27.png" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["previous.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img", "in.jsonl", "out"]
+    (images / "27.png").write_bytes((images / "26.png").read_bytes())
+    result = run_cli("convert", str(source), str(out), "--to", to, "--image-root", str(images), "--shard-size", "5")
+    assert result.returncode == 0, result.stderr
+    assert len(list(out.iterdir())) == 6 and not (out / "previous.txt").exists()

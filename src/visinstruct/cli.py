@@ -117,6 +117,9 @@ def run_generate(args: argparse.Namespace) -> int:
     from .sources import InputSpec
     from .teachers.factory import TeacherConfig
 
+    if args.workers and args.workers > 1 and args.executor == "local":
+        raise UserError("--workers is for --executor ray (generation actors); locally --concurrency sets "
+                        "the requests in flight")
     mode = args.mode or ("vlm" if args.images else "text")
     inputs = InputSpec(mode, args.coco_captions, args.coco_instances, args.caps_boxes, args.vg, args.images,
                        args.image_prefix, args.source)

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..core.errors import UserError
-from ..core.io import AtomicFile, inside, read_records, write_bytes
+from ..core.io import AtomicDir, AtomicFile, inside, read_records, write_bytes
 from ..core.step import Item, Step
 from .files import NameBook, image_extension, safe_stem
 
@@ -219,12 +219,17 @@ class ShardWriter:
 
     def __init__(self, out: Path, shards: int, survey: Survey) -> None:
         self.out, self.shards, self.survey, self.written = out, shards, survey, 0
+        self.folder = out  # a folder of shards is written under a temporary name (see ParquetSink)
         self.schema: pa.Schema | None = None
 
+    @property
+    def single_file(self) -> bool:
+        return self.out.suffix == ".parquet" and self.shards == 1
+
     def path(self, index: int) -> Path:
-        if self.out.suffix == ".parquet" and self.shards == 1:
+        if self.single_file:
             return self.out
-        return self.out / f"train-{index:05d}-of-{self.shards:05d}.parquet"
+        return self.folder / f"train-{index:05d}-of-{self.shards:05d}.parquet"
 
     def _schema(self, columns: dict[str, list]) -> pa.Schema:
         image = pa.list_(IMAGE_STRUCT) if self.survey.multi_image else IMAGE_STRUCT
@@ -252,6 +257,7 @@ class ReadImagesStep(Step):
     """Stateless: each record's image paths → `{bytes, path}` values read from under the image root."""
 
     name = "read_images"
+    batch_size = 32  # items carry image bytes: keep what is in flight small
 
     def __init__(self, root: Path, multi: bool) -> None:
         super().__init__()
@@ -267,13 +273,32 @@ class ReadImagesStep(Step):
 
 
 class ParquetSink:
-    """Collects records into parquet shards of `shard_size` rows (schema from the survey)."""
+    """Collects records into parquet shards of `shard_size` rows (schema from the survey). One `.parquet`
+    file is written atomically; a folder of shards is built under a temporary name and replaces OUT only
+    when complete (a failed run leaves OUT as it was)."""
 
     def __init__(self, out: Path, found: Survey, shard_size: int) -> None:
         self.writer = ShardWriter(out, math.ceil(found.count / shard_size), found)
         self.keys = ("id", "image", "conversations", *found.extras)
         self.shard_size, self.found, self.count = shard_size, found, 0
         self.columns: dict[str, list] = {k: [] for k in self.keys}
+        self.folder = None if self.writer.single_file else AtomicDir(out)
+
+    def __enter__(self) -> ParquetSink:
+        if self.folder is not None:
+            self.writer.folder = self.folder.__enter__()
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: Any) -> None:
+        try:
+            if kind is None:
+                self.flush()
+        except BaseException as exc:
+            kind, error = type(exc), exc
+            raise
+        finally:
+            if self.folder is not None:
+                self.folder.__exit__(kind, error, trace)
 
     def write(self, item: Item) -> None:
         record = item.record

@@ -11,7 +11,7 @@ from ..core.errors import UserError
 from ..core.inputs import Split, parquet_files, record_splits
 from ..core.io import RecordWriter, read_records
 from ..core.report import Progress, Tally, make_report
-from ..core.step import Item, Step
+from ..core.step import Item, Step, check_pipeline
 from ..exec import make_executor
 from .messages import llava_to_messages, messages_to_llava
 from .parquet import GroupSplit, ParquetGroupStep, ParquetSink, ReadImagesStep, plan, survey
@@ -66,29 +66,6 @@ class RecordSink:
         self.writer.__exit__(*exc)
 
 
-class ShardSink:
-    """A sink that writes shards as it goes (parquet, tar): flushed at the end, aborted on error."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    @property
-    def count(self) -> int:
-        return self.inner.count
-
-    def __enter__(self) -> ShardSink:
-        return self
-
-    def write(self, item: Item) -> None:
-        self.inner.write(item)
-
-    def __exit__(self, kind: type | None, *exc: Any) -> None:
-        if kind is None:
-            self.inner.flush()
-        elif hasattr(self.inner, "abort"):
-            self.inner.abort()
-
-
 def detect(path: Path) -> str:
     """The input's format, from its extension and its first record."""
     if not path.exists():
@@ -128,6 +105,7 @@ class MapStep(Step):
 def route(src: Path, out: Path, source: str, opts: ConvertOptions) -> tuple[list[Split], list[Step], Any]:
     """(input splits, steps, sink) of one conversion, built and checked in the driver."""
     root = opts.image_root or src.parent
+    parts = opts.workers * 4
     if source == "parquet":
         images_out = opts.images_out or out.parent / "images"
         images_out.mkdir(parents=True, exist_ok=True)
@@ -137,15 +115,15 @@ def route(src: Path, out: Path, source: str, opts: ConvertOptions) -> tuple[list
         found = survey(src)
         if found.count == 0:
             raise UserError(f"{src}: no records")
-        sink = ShardSink(ParquetSink(out, found, opts.shard_size or 5000))
-        return record_splits(src), [ReadImagesStep(root, found.multi_image)], sink
+        sink = ParquetSink(out, found, opts.shard_size or 5000)
+        return record_splits(src, parts=parts), [ReadImagesStep(root, found.multi_image)], sink
     if opts.to == "wds":
-        return record_splits(src), [WdsFilesStep(root)], ShardSink(TarSink(out, opts.shard_size or 1000))
+        return record_splits(src, parts=parts), [WdsFilesStep(root)], TarSink(out, opts.shard_size or 1000)
     if source == "svit":
         step = SvitStep(svit_sizes(opts.image_data, opts.image_root))
-        return record_splits(src), [step], RecordSink(out)
+        return record_splits(src, parts=parts), [step], RecordSink(out)
     function = llava_to_messages if opts.to == "messages" else messages_to_llava
-    return record_splits(src), [MapStep(f"{source}_to_{opts.to}", function)], RecordSink(out)
+    return record_splits(src, parts=parts), [MapStep(f"{source}_to_{opts.to}", function)], RecordSink(out)
 
 
 def convert(src: Path, out: Path, opts: ConvertOptions) -> dict[str, Any]:
@@ -157,12 +135,11 @@ def convert(src: Path, out: Path, opts: ConvertOptions) -> dict[str, Any]:
         raise UserError(f"no conversion from {source} to {opts.to} (available: {routes})")
     executor = make_executor(opts.executor, opts.workers, opts.ray_address)
     splits, steps, sink = route(src, out, source, opts)
-    for step in steps:
-        step.check()
+    check_pipeline(steps)
     tally = Tally([step.name for step in steps])
     with sink, Progress("convert", enabled=opts.progress) as bar:
         for item in executor.run(splits, steps, tally):
             sink.write(item)
             bar.update()
-    return make_report("convert", src, out, sink.count, sink.count, time.perf_counter() - started,
-                       executor.name, executor.workers, tally.as_dict(), route=f"{source}→{opts.to}")
+    return make_report("convert", src, out, tally.records_in(), sink.count, time.perf_counter() - started,
+                       executor.name, executor.workers, tally.as_dict(), rejected=0, route=f"{source}→{opts.to}")

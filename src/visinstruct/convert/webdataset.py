@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from ..core.errors import UserError
-from ..core.io import AtomicFile, inside
+from ..core.io import AtomicDir, AtomicFile, inside
 from ..core.records import images_of
 from ..core.step import Item, Step
 from .files import NameBook, image_extension, safe_stem
@@ -27,7 +27,6 @@ class TarShards:
     """Tar files of `shard_size` samples each, each written through the atomic writer."""
 
     def __init__(self, out: Path, shard_size: int) -> None:
-        out.mkdir(parents=True, exist_ok=True)
         self.out, self.shard_size, self.index, self.count = out, shard_size, 0, 0
         self.file: AtomicFile | None = None
         self.tar: tarfile.TarFile | None = None
@@ -59,6 +58,7 @@ class WdsFilesStep(Step):
     """Stateless: each record's image files read (bytes as they are) and its json, ready for a tar."""
 
     name = "read_images"
+    batch_size = 32  # items carry image bytes: keep what is in flight small
 
     def __init__(self, root: Path) -> None:
         super().__init__()
@@ -76,10 +76,26 @@ class WdsFilesStep(Step):
 
 
 class TarSink:
-    """Keys handed out in order (safe, unique, dot-free); samples appended to `shard-NNNNNN.tar` files."""
+    """Keys handed out in order (safe, unique, dot-free); samples appended to `shard-NNNNNN.tar` files in a
+    folder that replaces OUT only when every shard is written (a failed run leaves OUT as it was)."""
 
     def __init__(self, out: Path, shard_size: int) -> None:
-        self.shards, self.book, self.count = TarShards(out, shard_size), NameBook(), 0
+        self.folder, self.shard_size, self.book, self.count = AtomicDir(out), shard_size, NameBook(), 0
+
+    def __enter__(self) -> TarSink:
+        self.shards = TarShards(self.folder.__enter__(), self.shard_size)
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: Any) -> None:
+        try:
+            if kind is None:
+                self.shards.close()
+            else:
+                self.shards.abort()
+        except BaseException as exc:
+            self.folder.__exit__(type(exc), exc, None)
+            raise
+        self.folder.__exit__(kind, error, trace)
 
     def write(self, item: Item) -> None:
         fallback = f"sample{item.index}"
@@ -87,11 +103,6 @@ class TarSink:
         self.shards.add(key, item.extra["files"])
         self.count += 1
 
-    def flush(self) -> None:
-        self.shards.close()
-
-    def abort(self) -> None:
-        self.shards.abort()
 
 
 def _image_file(path: Path, where: str, index: int | None) -> tuple[str, Any]:

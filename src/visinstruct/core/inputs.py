@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import UserError
-from .io import read_json_list, read_jsonl
+from .io import newlines_before, read_json_list, read_jsonl
 from .step import Item
 
 SPLIT_BYTES = 64 << 20
+MIN_SPLIT_BYTES = 1 << 20
 
 
 class Split(Protocol):
@@ -28,9 +29,10 @@ class JsonlSplit:
     path: Path
     start: int
     end: int | None
+    lines_before: int | None = None  # newlines before `start`, counted once for all splits
 
     def read(self) -> Iterator[Item]:
-        for line, record in read_jsonl(self.path, self.start, self.end):
+        for line, record in read_jsonl(self.path, self.start, self.end, self.lines_before):
             yield Item(-1, record, f"{self.path}:{line}")
 
 
@@ -54,9 +56,13 @@ class ParquetSplit:
     first_row: int
 
     def read(self) -> Iterator[Item]:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pq.ParquetFile(self.path).read_row_group(self.group)
+        try:
+            table = pq.ParquetFile(self.path).read_row_group(self.group)
+        except (pa.ArrowException, OSError) as exc:
+            raise UserError(f"{self.path}: row group {self.group} cannot be read ({exc})") from None
         for offset, row in enumerate(table.to_pylist()):
             if "image" in row:
                 row["image"] = _image_paths(row["image"])
@@ -98,13 +104,18 @@ def _parquet_splits(path: Path) -> list[ParquetSplit]:
 def _jsonl_splits(path: Path, split_bytes: int) -> list[JsonlSplit]:
     size = path.stat().st_size
     starts = list(range(0, max(size, 1), split_bytes))
-    return [JsonlSplit(path, start, starts[i + 1] if i + 1 < len(starts) else None) for i, start in enumerate(starts)]
+    lines = newlines_before(path, starts) if len(starts) > 1 else [0]
+    ends = [*starts[1:], None]
+    return [JsonlSplit(path, start, end, count) for start, end, count in zip(starts, ends, lines, strict=True)]
 
 
-def record_splits(path: Path, split_bytes: int | None = None) -> list[Split]:
-    """The splits of a record input: .jsonl (cut every `split_bytes`, default SPLIT_BYTES), .json (a list),
-    a .parquet file or a folder of parquet shards (one split per row group)."""
-    split_bytes = split_bytes or SPLIT_BYTES
+def record_splits(path: Path, split_bytes: int | None = None, parts: int = 1) -> list[Split]:
+    """The splits of a record input: .jsonl (cut every `split_bytes`: by default SPLIT_BYTES, or less so that
+    there are at least `parts` splits of at least 1 MB), .json (a list), a .parquet file or a folder of
+    parquet shards (one split per row group)."""
+    if split_bytes is None:
+        size = path.stat().st_size if path.is_file() else 0
+        split_bytes = min(SPLIT_BYTES, max(MIN_SPLIT_BYTES, -(-size // max(1, parts))))
     if not path.exists():
         raise UserError(f"{path}: not found")
     suffix = path.suffix.lower()

@@ -5,6 +5,7 @@ and the one path-safety check. Every stage reads and writes through here.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -18,6 +19,8 @@ import orjson
 from .errors import UserError
 
 RECORD_SUFFIXES = (".json", ".jsonl")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def output_format(path: Path) -> str:
@@ -34,25 +37,33 @@ class AtomicFile:
     """A file written under a temporary name in the same folder, fsynced and renamed into place on success.
 
     On an exception the temporary file is removed and a pre-existing file at `path` is left untouched.
-    The temporary name is fixed (`.<name>.tmp`): a temp left by a run killed while writing is truncated
-    and reused by the next write of the same path, so killed runs leave no debris behind a re-run.
+    Temporary names are unique (`.<name>.<random>.tmp`); a durable write (`fsync=True`, the default) first
+    removes the temporaries that runs killed while writing the same path left behind. `fsync=False` is for
+    bulk files (images) whose index file is fsynced after them: a kill never leaves half a file.
     """
 
     def __init__(self, path: Path, fsync: bool = True) -> None:
         self.path, self.fsync = path, fsync
-        self.tmp = path.with_name(f".{path.name}.tmp")
+        self.tmp: Path | None = None
         self.handle: IO[bytes] | None = None
 
     def __enter__(self) -> IO[bytes]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = self.tmp.open("wb")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.fsync:
+                for stale in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp"):
+                    stale.unlink(missing_ok=True)
+            fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
+        self.tmp, self.handle = Path(name), os.fdopen(fd, "wb")
         return self.handle
 
     def __exit__(self, kind: type | None, error: BaseException | None, trace: Any) -> None:
-        assert self.handle is not None
+        assert self.handle is not None and self.tmp is not None
         if kind is not None:
-            self.handle.close()
-            self.tmp.unlink(missing_ok=True)
+            self._discard()
             return
         try:
             self.handle.flush()
@@ -60,23 +71,52 @@ class AtomicFile:
                 os.fsync(self.handle.fileno())
             self.handle.close()
             os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self._discard()
+            raise UserError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
         except BaseException:
-            self.handle.close()
-            self.tmp.unlink(missing_ok=True)
+            self._discard()
             raise
 
+    def _discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self.handle.close()
+        remove_quietly(self.tmp)
 
-@contextlib.contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
-    """A folder filled under a temporary name beside `path` and renamed into place when the block succeeds;
-    removed on failure (a model cache: readers see all of it or nothing)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+class AtomicDir:
+    """A folder built under a temporary name beside `path` (shards, a model cache). On success it replaces
+    `path` — a folder or file already there is moved aside first and removed only after the new one is in
+    place; on failure the temporary folder is removed and `path` is left as it was."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+    def __enter__(self) -> Path:
+        try:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp.mkdir(parents=True)
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
+        return self.tmp
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: Any) -> None:
+        if kind is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        old = self.path.with_name(f".{self.path.name}.{os.getpid()}.old")
+        try:
+            if self.path.exists():
+                os.replace(self.path, old)
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise UserError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            remove_quietly(old)
 
 
 @contextlib.contextmanager
@@ -95,8 +135,7 @@ def open_scratch(path: Path) -> IO[bytes]:
 
 
 def write_bytes(path: Path, data: bytes | memoryview, fsync: bool = True) -> None:
-    """Write one whole file atomically (see AtomicFile). `fsync=False` for bulk files (images) whose
-    index file is fsynced after them: a kill never leaves half a file; only a power loss could."""
+    """Write one whole file atomically (see AtomicFile)."""
     with AtomicFile(path, fsync) as handle:
         handle.write(data)
 
@@ -134,7 +173,11 @@ class RecordWriter:
 
     def __exit__(self, kind: type | None, error: BaseException | None, trace: Any) -> None:
         if kind is None and self.format == "json":
-            self.handle.write(b"\n]\n")
+            try:
+                self.handle.write(b"\n]\n")
+            except BaseException as exc:
+                self.file.__exit__(type(exc), exc, None)
+                raise
         self.file.__exit__(kind, error, trace)
 
 
@@ -162,15 +205,18 @@ def _open(path: Path) -> IO[bytes]:
         raise UserError(f"{path}: cannot open ({exc.strerror or exc})") from None
 
 
-def read_jsonl(path: Path, start: int = 0, end: int | None = None) -> Iterator[tuple[int, Any]]:
-    """(line number, value) for each non-blank line whose first byte lies in [start, end)."""
+def read_jsonl(path: Path, start: int = 0, end: int | None = None,
+               lines_before: int | None = None) -> Iterator[tuple[int, Any]]:
+    """(line number, value) for each non-blank line whose first byte lies in [start, end).
+    `lines_before` (the newlines before `start`, see `newlines_before`) spares counting them here."""
     with _open(path) as handle:
         line_no = 0
         if start > 0:
             handle.seek(start - 1)
-            if handle.read(1) != b"\n":
-                handle.readline()  # the line that straddles `start` belongs to the previous range
-            line_no = _count_lines(path, handle.tell())
+            # the line that straddles `start` belongs to the previous range
+            skipped = handle.read(1) != b"\n" and handle.readline().endswith(b"\n")
+            before = newlines_before(path, [start])[0] if lines_before is None else lines_before
+            line_no = before + skipped
         while end is None or handle.tell() < end:
             line = handle.readline()
             if not line:
@@ -183,15 +229,19 @@ def read_jsonl(path: Path, start: int = 0, end: int | None = None) -> Iterator[t
                     raise UserError(f"{path}:{line_no}: not valid JSON ({exc})") from None
 
 
-def _count_lines(path: Path, upto: int) -> int:
-    count = 0
-    with path.open("rb") as handle:
-        while handle.tell() < upto:
-            block = handle.read(min(1 << 20, upto - handle.tell()))
-            if not block:
-                break
-            count += block.count(b"\n")
-    return count
+def newlines_before(path: Path, offsets: list[int]) -> list[int]:
+    """For each offset (ascending), how many newlines the file has before it: one pass over the file."""
+    counts, total, position = [], 0, 0
+    with _open(path) as handle:
+        for offset in offsets:
+            while position < offset:
+                block = handle.read(min(1 << 20, offset - position))
+                if not block:
+                    break
+                total += block.count(b"\n")
+                position += len(block)
+            counts.append(total)
+    return counts
 
 
 def read_json_list(path: Path) -> Iterator[Any]:

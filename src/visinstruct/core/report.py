@@ -75,22 +75,26 @@ class Tally:
             self.steps[name].own.update(counts)
 
     def add_item(self, rejected_by: str | None, reason: str | None) -> None:
-        """Every item passed each step up to the one that rejected it (or all of them)."""
-        for name, stats in self.steps.items():
-            stats.seen += 1
-            if name == rejected_by:
-                stats.rejected[(reason or "").split(":", 1)[0]] += 1
-                return
+        """Count the reason of an item that comes out rejected, under the step that rejected it."""
+        if rejected_by in self.steps:
+            self.steps[rejected_by].rejected[(reason or "").split(":", 1)[0]] += 1
+
+    def records_in(self) -> int:
+        """The live items the first step got (the records read)."""
+        first = next(iter(self.steps.values()), None)
+        return first.own["_in"] if first else 0
 
     def as_dict(self) -> dict[str, Any]:
         return {name: stats.as_dict() for name, stats in self.steps.items()}
 
 
 def make_report(stage: str, source: Path | str, output: Path | str | None, records_in: int, records_out: int,
-                seconds: float, executor: str, workers: int, steps: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """A stage report in the one shape."""
+                seconds: float, executor: str, workers: int, steps: dict[str, Any], rejected: int | None = None,
+                **extra: Any) -> dict[str, Any]:
+    """A stage report in the one shape (`rejected` defaults to in − out; a flat-map stage passes its own)."""
     return {"stage": stage, "input": str(source), "output": None if output is None else str(output),
-            "records_in": records_in, "records_out": records_out, "rejected": records_in - records_out,
+            "records_in": records_in, "records_out": records_out,
+            "rejected": records_in - records_out if rejected is None else rejected,
             "seconds": round(seconds, 2), "executor": executor, "workers": workers, "steps": steps, **extra}
 
 

@@ -107,26 +107,41 @@ def check_pipeline(steps: list[Step]) -> None:
         step.check()
 
 
+def live(items: list[Item]) -> int:
+    """How many items no step has rejected."""
+    return sum(1 for item in items if item.rejected is None)
+
+
 def run_batch(steps: list[Step], items: list[Item]) -> tuple[list[Item], dict[str, Counter]]:
-    """Run stateless steps over one batch; returns the items and each step's stats for this batch."""
+    """Run stateless steps over one batch; returns the items and each step's stats for this batch
+    (with `_in` / `_out`: the live items it got and gave, which differ from each other in flat-maps)."""
     for step in steps:
+        step.stats["_in"] += live(items)
         items = step.process(items)
+        step.stats["_out"] += live(items)
     return items, {step.name: step.take_stats() for step in steps}
+
+
+def counted(stream: Iterable[Item], step: Step, key: str) -> Iterator[Item]:
+    """The stream, counting its live items into `step.stats[key]` (`_in` / `_out` of a stateful step)."""
+    for item in stream:
+        if item.rejected is None:
+            step.stats[key] += 1
+        yield item
 
 
 @dataclass
 class StepStats:
-    """The driver's tally of one step: items in, out, rejected by reason code, and the step's own counters."""
+    """The driver's tally of one step: live items in and out, rejected by reason code, its own counters."""
 
-    seen: int = 0
     rejected: Counter = field(default_factory=Counter)
     own: Counter = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
-        found = {"in": self.seen, "rejected": sum(self.rejected.values()),
-                 "out": self.seen - sum(self.rejected.values())}
+        own = Counter(self.own)
+        found = {"in": own.pop("_in", 0), "out": own.pop("_out", 0), "rejected": sum(self.rejected.values())}
         if self.rejected:
             found["rejected_by_reason"] = dict(self.rejected.most_common())
-        if self.own:
-            found["counts"] = dict(self.own.most_common())
+        if own:
+            found["counts"] = dict(own.most_common())
         return found

@@ -2,19 +2,23 @@
 
 Batches go to a process pool through a bounded window (at most 4 per worker in flight), so memory does
 not grow with the input however fast it is read. Workers call each step's `setup` on their first batch,
-inside the task: a failure there comes back to the driver as that task's error, it never hangs the pool.
+inside the task: a failure there comes back to the driver as that task's error. A worker that dies
+(killed, out of memory, a crash in a C extension) breaks the pool, which the driver reports as one line:
+it never waits forever.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from multiprocessing import Pool
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from ..core.errors import UserError
 from ..core.inputs import Split, read_splits
 from ..core.report import Tally
-from ..core.step import Item, Step, batch_size, batches, run_batch, split_pipeline
+from ..core.step import Item, Step, batch_size, batches, counted, run_batch, split_pipeline
 
 _STEPS: list[Step] = []
 _READY = False
@@ -34,21 +38,30 @@ def _work(items: list[Item]) -> tuple[list[Item], dict[str, Any]]:
     return run_batch(_STEPS, items)
 
 
-def ordered_window(pool: Any, inputs: Iterator[list[Item]], window: int) -> Iterator[tuple[list[Item], dict]]:
+def ordered_window(pool: ProcessPoolExecutor, inputs: Iterator[list[Item]],
+                   window: int) -> Iterator[tuple[list[Item], dict]]:
     """Results of `_work` over `inputs`, in order, with at most `window` batches in flight. When reading the
     input fails, the batches already sent are finished and yielded first, then the error is raised."""
     pending: deque = deque()
     try:
         for batch in inputs:
-            pending.append(pool.apply_async(_work, (batch,)))
+            pending.append(pool.submit(_work, batch))
             if len(pending) >= window:
-                yield pending.popleft().get()
+                yield _result(pending.popleft())
     except Exception:
         while pending:
-            yield pending.popleft().get()
+            yield _result(pending.popleft())
         raise
     while pending:
-        yield pending.popleft().get()
+        yield _result(pending.popleft())
+
+
+def _result(future: Any) -> tuple[list[Item], dict]:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise UserError("a worker process died (killed, out of memory or crashed); re-run with fewer "
+                        "--workers or look at the system log") from None
 
 
 class LocalExecutor:
@@ -68,10 +81,14 @@ class LocalExecutor:
                 tally.add_stats(stats)
                 yield from items
             return
-        with Pool(self.workers, initializer=_init, initargs=(head,)) as pool:
-            for items, stats in ordered_window(pool, stream, self.workers * 4):
-                tally.add_stats(stats)
-                yield from items
+        with ProcessPoolExecutor(self.workers, initializer=_init, initargs=(head,)) as pool:
+            try:
+                for items, stats in ordered_window(pool, stream, self.workers * 4):
+                    tally.add_stats(stats)
+                    yield from items
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
 
     def run(self, splits: list[Split], steps: list[Step], tally: Tally) -> Iterator[Item]:
         """Every item that comes out of the pipeline (rejected ones included), in input order."""
@@ -84,7 +101,7 @@ def run_tail(stream: Iterator[Item], tail: list[Step], tally: Tally) -> Iterator
     """The stateful steps, in the driver, in order; their stats are tallied when the stream ends."""
     for step in tail:
         step.setup()
-        stream = step.run(stream)
+        stream = counted(step.run(counted(stream, step, "_in")), step, "_out")
     for item in stream:
         tally.add_item(item.rejected, item.reason)
         yield item

@@ -27,8 +27,7 @@ through Ray; a `UserError` that still arrives inside Ray's exception wrappers is
 `address` joins a running cluster (`ray.init(address=...)`); the inputs, and the image folder that
 parquet → LLaVA workers write, must then be on a filesystem every node sees. Without an address a small
 local Ray is started (no dashboard, a 200 MB object store, quiet). A Ray the caller already started is
-used as it is and never shut down here; a local Ray started here stays up for the next stage and stops
-with the process.
+used as it is and never shut down here; a Ray started here is shut down when the run ends.
 """
 
 from __future__ import annotations
@@ -159,7 +158,6 @@ class RayExecutor:
         import ray.data
         from ray.data import ActorPoolStrategy
 
-        start_ray(self.workers, self.address, actor_logs=False)
         _quiet()
         rows = [{"split": _row(n, split)} for n, split in enumerate(splits)]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
@@ -206,5 +204,12 @@ class RayExecutor:
 
     def run(self, splits: list[Split], steps: list[Step], tally: Tally) -> Iterator[Item]:
         """Every item that comes out of the pipeline (rejected ones included), in input order."""
+        import ray
+
         head, tail = split_pipeline(steps)
-        yield from run_tail(self._head(splits, head, tally), tail, tally)
+        started = start_ray(self.workers, self.address, actor_logs=False)
+        try:
+            yield from run_tail(self._head(splits, head, tally), tail, tally)
+        finally:
+            if started:
+                ray.shutdown()

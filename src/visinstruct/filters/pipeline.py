@@ -19,9 +19,9 @@ from ..core.errors import UserError
 from ..core.inputs import record_splits
 from ..core.io import RecordWriter
 from ..core.report import Progress, Tally, make_report, write_report
-from ..core.step import Item, Step
+from ..core.step import Item, Step, check_pipeline
 from ..exec import make_executor
-from .steps import FilterStep, dedup_steps, stateless_steps
+from .steps import FilterStep, check_settings, dedup_steps, stateless_steps
 
 STAGES = ("structure", "spelling", "heuristics", "language", "dedup")
 
@@ -71,9 +71,9 @@ def build_steps(config: FilterConfig) -> list[Step]:
     unknown = [s for s in config.stages if s not in STAGES]
     if unknown:
         raise UserError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+    check_settings(config)
     steps = stateless_steps(config) + dedup_steps(config)
-    for step in steps:
-        step.check()
+    check_pipeline(steps)
     return steps
 
 
@@ -86,9 +86,11 @@ def run_filter(source: Path, kept: Path, rejects: Path, config: FilterConfig,
                report: Path | None = None, progress: bool | None = None) -> dict[str, Any]:
     """Filter `source` into `kept` and `rejects`; returns (and writes) the report."""
     started = time.perf_counter()
+    if kept.resolve() == rejects.resolve():
+        raise UserError(f"{kept}: --out and --rejects must be different files")
     steps = build_steps(config)
     executor = make_executor(config.executor, config.workers, config.ray_address)
-    splits = record_splits(source)
+    splits = record_splits(source, parts=executor.workers * 4)
     tally = Tally([step.name for step in steps])
     rewrites: list[dict[str, Any]] = []
     with RecordWriter(kept) as keep, RecordWriter(rejects) as drop, Progress("filter", enabled=progress) as bar:

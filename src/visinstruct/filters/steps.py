@@ -91,6 +91,18 @@ def _make_image_dedup(**kw: Any) -> Filter:
     return ImageDedup(**kw)
 
 
+def check_settings(config: FilterConfig) -> None:
+    """Numbers out of range fail here, in one line, before any step is built."""
+    if config.near_dup is not None and not 0 < config.near_dup <= 1:
+        raise UserError(f"--near-dup is a Jaccard threshold in (0, 1], got {config.near_dup}")
+    if config.image_dup is not None and not 0 <= config.image_dup < 64:
+        raise UserError(f"--image-dup is a Hamming distance in [0, 63] bits, got {config.image_dup}")
+    if config.image_dup is not None and not config.image_root:
+        raise UserError("image duplicates need --image-root")
+    if config.workers < 1:
+        raise UserError(f"workers must be at least 1, got {config.workers}")
+
+
 def stateless_steps(config: FilterConfig) -> list[Step]:
     """Structure (always: later stages rely on it), spelling, heuristics, language, as configured."""
     root = config.image_root
@@ -112,7 +124,7 @@ def stateless_steps(config: FilterConfig) -> list[Step]:
         steps.append(FilterStep("language", _make_language,
                                 {"default_lang": config.lang, "threshold": config.language_threshold},
                                 needs=("filter", ("py3langid",))))
-    if "dedup" in config.stages and config.near_dup:
+    if "dedup" in config.stages and config.near_dup is not None:
         from .minhash import MinhashStep
 
         steps.append(MinhashStep(config.near_dup))
@@ -124,9 +136,7 @@ def dedup_steps(config: FilterConfig) -> list[Step]:
     if "dedup" not in config.stages:
         return []
     steps: list[Step] = [FilterStep("dedup", _make_exact, stateless=False)]
-    if config.near_dup:
-        if not 0 < config.near_dup <= 1:
-            raise UserError(f"--near-dup is a Jaccard threshold in (0, 1], got {config.near_dup}")
+    if config.near_dup is not None:
         from .minhash import NearDedupStep
 
         steps.append(NearDedupStep(config.near_dup))

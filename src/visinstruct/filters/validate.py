@@ -53,7 +53,7 @@ def validate(path: Path, image_root: Path | None, check_images: bool, allow_unta
     error = None
     try:
         with Progress("validate", enabled=progress) as bar:
-            for item in runner.run(record_splits(path), [step], Tally([step.name])):
+            for item in runner.run(record_splits(path, parts=runner.workers * 4), [step], Tally([step.name])):
                 records += 1
                 bar.update()
                 found = (item.extra or {}).get("problems", [])

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..core.deps import require
 from ..core.errors import UserError
-from ..core.io import atomic_dir
+from ..core.io import AtomicDir
 from .base import Reply, TeacherError
 
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct-Q4_1"
@@ -74,7 +74,7 @@ def load_model() -> tuple[Any, Any]:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     try:
-        with atomic_dir(cached) as tmp:
+        with AtomicDir(cached) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
     except OSError:

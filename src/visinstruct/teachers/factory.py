@@ -66,4 +66,14 @@ class TeacherConfig:
             return EmbeddedTeacher(batch_size=self.batch_size)
         from .http import HTTPTeacher
 
-        return HTTPTeacher(self.base_url, self.model, self.api_key, self.timeout, self.concurrency)
+        key = self.api_key
+        if self.api_key_env and not key:  # in a worker: the key never travels, it is read where it is used
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise UserError(f"--api-key-env {self.api_key_env}: not set in this worker's environment "
+                                "(on a cluster, set it on every node)")
+        return HTTPTeacher(self.base_url, self.model, key, self.timeout, self.concurrency)
+
+    def __getstate__(self) -> dict:
+        """Pickled for a worker or a Ray actor without the key itself (the worker reads its variable)."""
+        return {**self.__dict__, "api_key": None}
