@@ -8,14 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
+from .convert.run import FORMATS
 from .core.boxes import pad_boxes_in_text
 from .core.errors import UserError
 from .core.report import summary_lines, write_report
 from .exec import EXECUTORS
+from .filters.pipeline import STAGES
 from .generate.tasks import LANGS, all_task_names, task_names
-
-FORMATS = ("llava", "parquet", "messages", "wds", "svit")
-STAGES = ("structure", "spelling", "heuristics", "language", "dedup")
 
 
 def _tasks(value: str) -> list[str]:
@@ -138,7 +137,7 @@ def run_generate(args: argparse.Namespace) -> int:
     summary = generate(inputs, teacher, opts)
     if not args.dry_run:
         print_summary(summary, opts, sys.stderr)
-    write_report(args.report, summary.report(opts))
+    write_report(args.report, summary.report(opts, args.coco_captions or args.caps_boxes or args.vg or args.images))
     return 0
 
 

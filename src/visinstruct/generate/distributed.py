@@ -7,9 +7,9 @@ Design:
   the shard's units. While it runs, the actor writes its process id to `<shard>.pid` (ops: which process
   works on which shard); the file is removed when the shard is done.
 - Limits: split evenly, fixed per actor: each of the N actors started (shards with work to do) gets
-  `concurrency // N` requests in flight (at least 1, so a `--concurrency` below N becomes N) and `rpm / N`,
+  `concurrency // N` requests in flight (at least 1: a `--concurrency` below N gives N in all) and `rpm / N`,
   `tpm / N`; a Retry-After slows the actor that received it.
-  The sum never exceeds the global limit, and a request costs no round trip to a shared limiter actor (which
+  Otherwise the sum never exceeds the global limit, and a request costs no round trip to a shared limiter actor (which
   would also be one more process whose death stalls every shard). The price: a shard that finishes early
   leaves its share unused, so near the end the run may go below the limit, never above it; shards are
   balanced by the key hash, so this tail is short.
@@ -26,7 +26,9 @@ Design:
   shards wait for a CPU and start as others finish. On a cluster (`--ray-address`) every node needs
   visinstruct installed, and the ledger directory (and, in VLM mode, the images) on a filesystem shared at
   the same path: the actor checks that its shard file, created by the driver, is visible.
-- A later `--executor local` run reads the main ledger only: it does not see the shard files.
+- A later `--executor local` run also skips units answered in the shard files (generate/stage.py).
+- Secrets: the teacher settings travel to the actors without the API key; each actor reads it from the
+  `--api-key-env` variable of its own environment (a local Ray inherits it; on a cluster, set it on the nodes).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from ..core.io import remove_quietly, write_bytes
 from ..core.report import Progress
 from ..exec.ray import start_ray
 from ..teachers.factory import TeacherConfig
-from .ledger import Ledger, ledger_paths, shard_path
+from .ledger import Ledger, answered_in, ledger_paths, shard_path
 from .limits import Limits
 from .runner import Runner, RunStats
 from .stage import GenerateOptions, Summary, finish
@@ -238,21 +240,10 @@ class _Driver:
         return total
 
 
-def _answered(paths: list[Path]) -> set[str]:
-    answered: set[str] = set()
-    for path in paths:
-        ledger = Ledger(path)
-        try:
-            answered |= ledger.answered_keys()
-        finally:
-            ledger.close()
-    return answered
-
-
 def run_on_ray(units: list[Unit], teacher: TeacherConfig, opts: GenerateOptions) -> Summary:
     """Run (or resume) generation on Ray actors, one ledger shard each; the output is written by the driver."""
     workers = max(1, opts.workers)
-    todo = [u for u in units if u.key not in _answered(ledger_paths(opts.ledger_path))]
+    todo = [u for u in units if u.key not in answered_in(ledger_paths(opts.ledger_path))]
     summary = Summary(units=len(units), from_ledger=len(units) - len(todo))
     if todo:
         started = time.perf_counter()

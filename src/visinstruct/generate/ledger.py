@@ -101,3 +101,15 @@ def ledger_paths(ledger: Path) -> list[Path]:
     """The main ledger (if any) and every shard file beside it, whatever the number of shards it was run with."""
     shards = sorted(ledger.parent.glob(glob.escape(ledger.name) + ".shard-*-of-*.sqlite"))
     return ([ledger] if ledger.exists() else []) + shards
+
+
+def answered_in(paths: list[Path]) -> set[str]:
+    """Keys answered in any of these ledger files."""
+    answered: set[str] = set()
+    for path in paths:
+        ledger = Ledger(path)
+        try:
+            answered |= ledger.answered_keys()
+        finally:
+            ledger.close()
+    return answered

@@ -19,7 +19,7 @@ from ..core.report import make_report
 from ..sources import InputSpec, open_scenes
 from ..sources.scene import Scene
 from ..teachers.factory import TeacherConfig
-from .ledger import Entry, Ledger, ledger_paths
+from .ledger import Entry, Ledger, answered_in, ledger_paths
 from .limits import Limits
 from .parse import ReplyParseError, parse_description, parse_pairs
 from .prompts import detail_instruction
@@ -90,9 +90,9 @@ class Summary:
     cost: float | None = None
     run_seconds: float = 0.0
 
-    def report(self, opts: GenerateOptions) -> dict[str, Any]:
+    def report(self, opts: GenerateOptions, source: Path | str) -> dict[str, Any]:
         """The run in the one report shape (`--report`)."""
-        return make_report("generate", "annotations", opts.out, self.units, self.done, self.run_seconds,
+        return make_report("generate", source, opts.out, self.units, self.done, self.run_seconds,
                            opts.executor, opts.workers, {"teacher": {
                                "in": self.units, "out": self.done, "rejected": self.failed + self.rejected,
                                "counts": {"from_ledger": self.from_ledger, "failed": self.failed,
@@ -195,7 +195,8 @@ def print_summary(summary: Summary, opts: GenerateOptions, stream: TextIO) -> No
     print(f"output: {opts.out} ({summary.done} records)", file=stream)
     if summary.failed or summary.rejected:
         print(f"rejected/failed units with reasons: {opts.rejects_path}", file=stream)
-    print(f"ledger: {opts.ledger_path}", file=stream)
+    shards = " (+ shard files beside it: .shard-*-of-*.sqlite)" if opts.executor == "ray" else ""
+    print(f"ledger: {opts.ledger_path}{shards}", file=stream)
 
 
 def generate(inputs: InputSpec, teacher: TeacherConfig, opts: GenerateOptions,
@@ -220,7 +221,7 @@ def generate_scenes(scenes: Iterable[Scene], teacher: TeacherConfig, opts: Gener
     units = list(make_units(scenes, opts.tasks, opts.lang, opts.samples, teacher.model or "", opts.sampling(teacher),
                             opts.images))
     if opts.dry_run:  # reads existing ledgers, creates nothing
-        dry_run(units, _answered_in(ledger_paths(opts.ledger_path)), opts, stream)
+        dry_run(units, answered_in(ledger_paths(opts.ledger_path)), opts, stream)
         return Summary(units=len(units))
     if opts.executor == "ray":
         from .distributed import run_on_ray
@@ -243,18 +244,6 @@ def generate_scenes(scenes: Iterable[Scene], teacher: TeacherConfig, opts: Gener
     finally:
         for db in (ledger, *shards):
             db.close()
-
-
-def _answered_in(paths: list[Path]) -> set[str]:
-    """Keys answered in any of these ledger files."""
-    answered: set[str] = set()
-    for path in paths:
-        ledger = Ledger(path)
-        try:
-            answered |= ledger.answered_keys()
-        finally:
-            ledger.close()
-    return answered
 
 
 def finish(units: list[Unit], ledgers: list[Ledger], opts: GenerateOptions, summary: Summary) -> None:
