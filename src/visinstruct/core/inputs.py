@@ -12,7 +12,7 @@ from .errors import UserError
 from .io import newlines_before, read_json_list, read_jsonl
 from .step import Item
 
-SPLIT_BYTES = 64 << 20
+SPLIT_BYTES = 16 << 20
 MIN_SPLIT_BYTES = 1 << 20
 
 

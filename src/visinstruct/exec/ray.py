@@ -44,6 +44,7 @@ from ..core.report import Tally
 from ..core.step import Item, Step, batch_size, run_batch, split_pipeline
 from .local import run_tail
 
+BLOCK_BYTES = 8 << 20
 OBJECT_STORE_BYTES = 200 << 20  # a local Ray's object store: the driver streams, so little is needed
 
 # the kinds of row: (ITEM, split, Item) | (END, split, items read) | (STATS, split, {step: Counter}) |
@@ -163,6 +164,7 @@ class RayExecutor:
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         context = ds.context  # this dataset's own copy of the DataContext: the caller's is left alone
         context.execution_options.preserve_order = True
+        context.target_max_block_size = BLOCK_BYTES  # small blocks: the ordered stream flows, less spilling
         context.enable_progress_bars = False
         context.print_on_execution_start = False
         context.enable_auto_log_stats = False
