@@ -59,7 +59,7 @@ ASSUME = {
     "replica_rps": 4.0,            # vLLM-like continuous batching: ~2,000 output tok/s / ~500 tokens per reply
     "client_ms_per_request": 0.34,  # the engine's client CPU per request (README, bench/generate_throughput.py)
     "digest_bytes": 25,            # exact-dedup digest table, per record (filters/dedup.py DigestTable)
-    "band_bytes": 120,             # near-dup band hashes per record at J = 0.85 (15 bands x 8 bytes, filters/minhash.py)
+    "band_bytes": 120,             # near-dup band hashes per record at J = 0.85 (filters/minhash.py)
 }
 
 
