@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import socket
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,3 +46,33 @@ def read_records(path: Path) -> list[dict]:
     if path.suffix == ".jsonl":
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return json.loads(path.read_text())
+
+
+def start_server_process(log: Path, latency: float) -> tuple[subprocess.Popen, str]:
+    """The teacher server in its own process (it logs the hash of every request it receives)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "teacher_server.py"), "--port", str(port),
+                             "--latency", str(latency), "--log", str(log)])
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, f"http://127.0.0.1:{port}/v1"
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("teacher server did not start")
+
+
+def answered_keys(ledger: Path) -> set[str]:
+    """Answered keys of a ledger another process may be writing (a busy database is read again)."""
+    for _ in range(50):
+        if not ledger.exists():
+            return set()
+        try:
+            with sqlite3.connect(ledger, timeout=5) as db:
+                return {row[0] for row in db.execute("SELECT key FROM units WHERE status = 'answered'")}
+        except sqlite3.OperationalError:  # the writer is creating the schema or holds a lock
+            time.sleep(0.05)
+    raise AssertionError(f"{ledger}: stayed locked")

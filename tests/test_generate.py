@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, read_records, run_cli
+from conftest import answered_keys, read_records, run_cli, start_server_process
 from teacher_server import ServerThread, TeacherServer
 from visinstruct.generate.prompts import load_pack
 from visinstruct.generate.tasks import REGISTRY
@@ -126,39 +125,9 @@ def test_faults_every_unit_done_or_failed_with_reason(tmp_path: Path, val80: Pat
     assert "retries" in result.stderr
 
 
-def _start_server(tmp_path: Path, log: Path, latency: float) -> tuple[subprocess.Popen, str]:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "teacher_server.py"), "--port", str(port),
-                             "--latency", str(latency), "--log", str(log)])
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, f"http://127.0.0.1:{port}/v1"
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("teacher server did not start")
-
-
-def _answered(ledger: Path) -> set[str]:
-    """Answered keys, read while another process may be writing (a busy database is read again)."""
-    for _ in range(50):
-        if not ledger.exists():
-            return set()
-        try:
-            with sqlite3.connect(ledger, timeout=5) as db:
-                return {row[0] for row in db.execute("SELECT key FROM units WHERE status = 'answered'")}
-        except sqlite3.OperationalError:  # the writer is creating the schema or holds a lock
-            time.sleep(0.05)
-    raise AssertionError(f"{ledger} stayed unreadable")
-
-
 def test_sigkill_midway_then_resume(tmp_path: Path, val80: Path) -> None:
     log = tmp_path / "requests.log"
-    server, base_url = _start_server(tmp_path, log, latency=0.02)
+    server, base_url = start_server_process(log, latency=0.02)
     out, ledger = tmp_path / "out.json", tmp_path / "out.json.ledger.sqlite"
     cmd = [sys.executable, "-m", "visinstruct", "generate", "--caps-boxes", str(val80), "--out", str(out),
            "--base-url", base_url, "--model", "m", "--concurrency", "4", "--no-progress"]
@@ -166,12 +135,12 @@ def test_sigkill_midway_then_resume(tmp_path: Path, val80: Path) -> None:
     try:
         run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.time() + 60
-        while len(_answered(ledger)) < 60 and time.time() < deadline:
+        while len(answered_keys(ledger)) < 60 and time.time() < deadline:
             time.sleep(0.02)
         run.send_signal(signal.SIGKILL)
         run.wait()
         assert not out.exists() or json.loads(out.read_text()) is not None  # never a corrupt output
-        answered = _answered(ledger)
+        answered = answered_keys(ledger)
         assert 60 <= len(answered) < 240
         mark = len(log.read_text().splitlines())
         rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

@@ -6,8 +6,6 @@ import json
 import os
 import random
 import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, read_records, run_cli
+from conftest import answered_keys, read_records, run_cli, start_server_process
 from teacher_server import ServerThread
 
 pytest.importorskip("ray")
@@ -44,36 +42,6 @@ def make_coco(folder: Path, n: int) -> list[str]:
     (folder / "instances.json").write_text(json.dumps({"images": images, "annotations": boxes,
                                                        "categories": categories}))
     return ["--coco-captions", str(folder / "captions.json"), "--coco-instances", str(folder / "instances.json")]
-
-
-def _start_server(log: Path, latency: float) -> tuple[subprocess.Popen, str]:
-    """The teacher server in its own process (it logs the hash of every request it receives)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "teacher_server.py"), "--port", str(port),
-                             "--latency", str(latency), "--log", str(log)])
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, f"http://127.0.0.1:{port}/v1"
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("teacher server did not start")
-
-
-def _answered(ledger: Path) -> set[str]:
-    """Answered keys, read while an actor may be writing (a busy database is read again)."""
-    for _ in range(50):
-        if not ledger.exists():
-            return set()
-        try:
-            with sqlite3.connect(ledger, timeout=5) as db:
-                return {row[0] for row in db.execute("SELECT key FROM units WHERE status = 'answered'")}
-        except sqlite3.OperationalError:
-            time.sleep(0.05)
-    raise AssertionError(f"{ledger} stayed unreadable")
 
 
 def _stop(run: subprocess.Popen) -> None:
@@ -123,7 +91,7 @@ def test_ray_output_matches_local_and_resumes_from_either(tmp_path: Path, teache
 
 def test_killed_actor_is_restarted_and_pays_only_its_in_flight_requests(tmp_path: Path) -> None:
     log = tmp_path / "requests.log"
-    server, base_url = _start_server(log, latency=0.4)
+    server, base_url = start_server_process(log, latency=0.4)
     out = tmp_path / "out.json"
     cmd = [sys.executable, "-m", "visinstruct", "generate", *make_coco(tmp_path / "coco", 20), "--out", str(out),
            "--base-url", base_url, "--model", "m", "--executor", "ray", "--workers", "2", "--concurrency", "4",
@@ -133,13 +101,13 @@ def test_killed_actor_is_restarted_and_pays_only_its_in_flight_requests(tmp_path
     run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
-        while (_pid(pid_file) is None or len(_answered(shard)) < 4) and time.time() < deadline:
+        while (_pid(pid_file) is None or len(answered_keys(shard)) < 4) and time.time() < deadline:
             assert run.poll() is None, run.communicate()[1]
             time.sleep(0.05)
         pid = _pid(pid_file)
         assert pid is not None and pid not in (os.getpid(), run.pid), "no actor pid file"
         os.kill(pid, signal.SIGKILL)
-        answered_at_kill = _answered(shard)  # the shard's writer is dead: this is final until the restart
+        answered_at_kill = answered_keys(shard)  # the shard's writer is dead: this is final until the restart
         stderr = run.communicate(timeout=180)[1]
     finally:
         _stop(run)
@@ -153,14 +121,14 @@ def test_killed_actor_is_restarted_and_pays_only_its_in_flight_requests(tmp_path
     assert not read_records(tmp_path / "out.rejects.jsonl")
     requests = log.read_text().splitlines()
     assert 60 <= len(requests) <= 60 + 2  # at most the killed actor's 4 // 2 requests in flight were paid twice
-    assert 4 <= len(answered_at_kill) < len(_answered(shard))  # killed mid-shard
+    assert 4 <= len(answered_at_kill) < len(answered_keys(shard))  # killed mid-shard
     assert all(requests.count(key) == 1 for key in answered_at_kill)  # answered before the kill: never asked again
     assert "units: 60  done: 60  from ledger: 0" in stderr and "this run: 60 answered" in stderr
 
 
 def test_an_actor_that_keeps_dying_is_a_one_line_error(tmp_path: Path) -> None:
     log = tmp_path / "requests.log"
-    server, base_url = _start_server(log, latency=0.4)
+    server, base_url = start_server_process(log, latency=0.4)
     out = tmp_path / "out.json"
     cmd = [sys.executable, "-m", "visinstruct", "generate", *make_coco(tmp_path / "coco", 10), "--out", str(out),
            "--base-url", base_url, "--model", "m", "--executor", "ray", "--concurrency", "2", "--no-progress"]
