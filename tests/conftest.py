@@ -27,9 +27,39 @@ def teacher():
     thread.stop()
 
 
+CATEGORIES = ("person", "dog", "bicycle", "car", "donut", "cup", "chair", "umbrella", "kite", "train", "boat", "cat")
+PLACES = ("on a busy street", "in a small kitchen", "at the beach", "in a park", "next to a window", "on a table")
+
+
+def make_caps_boxes(path: Path, count: int = 80) -> Path:
+    """A caps-boxes jsonl of `count` scenes made here (captions + normalized boxes; some scenes without boxes)."""
+    rows = []
+    for i in range(count):
+        objects = [CATEGORIES[(i * 5 + k) % len(CATEGORIES)] for k in range(i % 7)]
+        main = objects[0] if objects else CATEGORIES[i % len(CATEGORIES)]
+        place = PLACES[i % len(PLACES)]
+        captions = [f"A {main} {place}.", f"There is a {main} {place} in this picture.",
+                    f"Several things {place}, among them a {main}.", f"A photo taken {place}.",
+                    f"The {main} is seen {place} on a clear day."]
+        instances = []
+        for k, name in enumerate(objects):
+            x, y = (i * 37 + k * 53) % 60 / 100, (i * 17 + k * 29) % 60 / 100
+            instances.append({"category": name, "bbox": [x, y, round(x + 0.3, 3), round(y + 0.35, 3)]})
+        rows.append({"id": f"{100000 + i * 7919:012d}", "image": f"{100000 + i * 7919:012d}.jpg",
+                     "captions": captions, "instances": instances})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture
+def caps80(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """80 caps-boxes scenes made by the test run itself (no outside data)."""
+    return make_caps_boxes(tmp_path_factory.mktemp("caps") / "caps_boxes_80.jsonl")
+
+
 @pytest.fixture
 def val80() -> Path:
-    """The 80-image caps-boxes file from ../shared/data (skipped where it is absent)."""
+    """The real 80-image caps-boxes file from ../shared/data: an extra check only (skipped where absent)."""
     if not VAL80.exists():
         pytest.skip(f"{VAL80} not present")
     return VAL80

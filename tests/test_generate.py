@@ -21,9 +21,9 @@ TASKS = ("conversation", "detail_description", "complex_reasoning")
 
 
 @pytest.mark.parametrize("lang", ["en", "ru", "zh"])
-def test_val80_all_units_parsed(tmp_path: Path, teacher: ServerThread, val80: Path, lang: str) -> None:
+def test_all_units_parsed(tmp_path: Path, teacher: ServerThread, caps80: Path, lang: str) -> None:
     out = tmp_path / "out.json"
-    result = run_cli("generate", "--caps-boxes", str(val80), "--image-prefix", "coco/val2014/", "--out", str(out),
+    result = run_cli("generate", "--caps-boxes", str(caps80), "--image-prefix", "coco/val2014/", "--out", str(out),
                      "--base-url", teacher.base_url, "--model", "test-teacher", "--lang", lang)
     assert result.returncode == 0, result.stderr
     records = read_records(out)
@@ -32,7 +32,7 @@ def test_val80_all_units_parsed(tmp_path: Path, teacher: ServerThread, val80: Pa
     assert len({r["id"] for r in records}) == 240
     for record in records:
         assert record["lang"] == lang and record["task"] in TASKS
-        assert record["source"] == "caps_boxes_coco2014_val_80"
+        assert record["source"] == "caps_boxes_80"
         assert record["image"].startswith("coco/val2014/") and record["image"].endswith(".jpg")
         turns = record["conversations"]
         assert [t["from"] for t in turns] == ["human", "gpt"] * (len(turns) // 2) and turns
@@ -46,9 +46,9 @@ def test_val80_all_units_parsed(tmp_path: Path, teacher: ServerThread, val80: Pa
 
 
 def test_resume_requests_nothing_twice_and_output_is_stable(tmp_path: Path, teacher: ServerThread,
-                                                           val80: Path) -> None:
+                                                           caps80: Path) -> None:
     out = tmp_path / "out.jsonl"
-    args = ["generate", "--caps-boxes", str(val80), "--out", str(out), "--base-url", teacher.base_url,
+    args = ["generate", "--caps-boxes", str(caps80), "--out", str(out), "--base-url", teacher.base_url,
             "--model", "m", "--tasks", "conversation,complex_reasoning", "--limit", "10"]
     assert run_cli(*args).returncode == 0
     first = out.read_bytes()
@@ -63,21 +63,21 @@ def test_resume_requests_nothing_twice_and_output_is_stable(tmp_path: Path, teac
     assert len(read_records(out)) == 24
 
 
-def test_val_split_samples_and_json_vs_jsonl(tmp_path: Path, teacher: ServerThread, val80: Path) -> None:
+def test_val_split_samples_and_json_vs_jsonl(tmp_path: Path, teacher: ServerThread, caps80: Path) -> None:
     out = tmp_path / "val.json"
-    result = run_cli("generate", "--caps-boxes", str(val80), "--out", str(out), "--base-url", teacher.base_url,
+    result = run_cli("generate", "--caps-boxes", str(caps80), "--out", str(out), "--base-url", teacher.base_url,
                      "--model", "m", "--split", "val", "--samples-per-image", "2", "--limit", "3",
                      "--tasks", "conversation", "--source", "my-source")
     assert result.returncode == 0, result.stderr
     records = json.loads(out.read_text())  # a json list
-    assert [r["id"] for r in records] == [f"{i}-conversation-{s}" for i in
-                                           ("000000296284", "000000151358", "000000052312") for s in (0, 1)]
+    first = [json.loads(line)["id"] for line in caps80.read_text().splitlines()[:3]]
+    assert [r["id"] for r in records] == [f"{i}-conversation-{s}" for i in first for s in (0, 1)]
     assert all("<image>" not in t["value"] for r in records for t in r["conversations"])
     assert {r["source"] for r in records} == {"my-source"}
     assert len(set(teacher.server.received)) == 6  # the two samples are different requests
 
 
-def test_unparseable_reply_is_a_rejected_unit_with_raw_text(tmp_path: Path, val80: Path) -> None:
+def test_unparseable_reply_is_a_rejected_unit_with_raw_text(tmp_path: Path, caps80: Path) -> None:
     class Refuser(TeacherServer):
         async def handle(self, request):
             from aiohttp import web
@@ -92,7 +92,7 @@ def test_unparseable_reply_is_a_rejected_unit_with_raw_text(tmp_path: Path, val8
     server = ServerThread(Refuser())
     try:
         out = tmp_path / "out.json"
-        result = run_cli("generate", "--caps-boxes", str(val80), "--out", str(out), "--base-url", server.base_url,
+        result = run_cli("generate", "--caps-boxes", str(caps80), "--out", str(out), "--base-url", server.base_url,
                          "--model", "m", "--limit", "4", "--tasks", "conversation,detail_description")
     finally:
         server.stop()
@@ -104,11 +104,11 @@ def test_unparseable_reply_is_a_rejected_unit_with_raw_text(tmp_path: Path, val8
     assert all(r["reply"] == "I am sorry, but I cannot help with that." for r in rejects)
 
 
-def test_faults_every_unit_done_or_failed_with_reason(tmp_path: Path, val80: Path) -> None:
+def test_faults_every_unit_done_or_failed_with_reason(tmp_path: Path, caps80: Path) -> None:
     server = ServerThread(TeacherServer(fault_rate=0.2, hang_s=3.0, seed=1))
     try:
         out = tmp_path / "out.json"
-        result = run_cli("generate", "--caps-boxes", str(val80), "--out", str(out), "--base-url", server.base_url,
+        result = run_cli("generate", "--caps-boxes", str(caps80), "--out", str(out), "--base-url", server.base_url,
                          "--model", "m", "--timeout", "0.5", "--backoff", "0.02", "--retries", "6",
                          "--concurrency", "32")
     finally:
@@ -125,11 +125,11 @@ def test_faults_every_unit_done_or_failed_with_reason(tmp_path: Path, val80: Pat
     assert "retries" in result.stderr
 
 
-def test_sigkill_midway_then_resume(tmp_path: Path, val80: Path) -> None:
+def test_sigkill_midway_then_resume(tmp_path: Path, caps80: Path) -> None:
     log = tmp_path / "requests.log"
     server, base_url = start_server_process(log, latency=0.02)
     out, ledger = tmp_path / "out.json", tmp_path / "out.json.ledger.sqlite"
-    cmd = [sys.executable, "-m", "visinstruct", "generate", "--caps-boxes", str(val80), "--out", str(out),
+    cmd = [sys.executable, "-m", "visinstruct", "generate", "--caps-boxes", str(caps80), "--out", str(out),
            "--base-url", base_url, "--model", "m", "--concurrency", "4", "--no-progress"]
     (tmp_path / ".out.json.999999.tmp").write_text("[\n{\"half\": ")  # as if killed while writing
     try:
@@ -157,11 +157,11 @@ def test_sigkill_midway_then_resume(tmp_path: Path, val80: Path) -> None:
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_api_key_reaches_the_server_but_no_file(tmp_path: Path, teacher: ServerThread, val80: Path) -> None:
+def test_api_key_reaches_the_server_but_no_file(tmp_path: Path, teacher: ServerThread, caps80: Path) -> None:
     secret = "sk-test-0123456789-SECRET-abcdef"
     env = {**os.environ, "MY_TEACHER_KEY": secret}
     out_dir = tmp_path / "run"
-    result = run_cli("generate", "--caps-boxes", str(val80), "--out", str(out_dir / "out.json"),
+    result = run_cli("generate", "--caps-boxes", str(caps80), "--out", str(out_dir / "out.json"),
                      "--base-url", teacher.base_url, "--model", "m", "--api-key-env", "MY_TEACHER_KEY",
                      "--limit", "5", env=env)
     assert result.returncode == 0, result.stderr
@@ -171,13 +171,13 @@ def test_api_key_reaches_the_server_but_no_file(tmp_path: Path, teacher: ServerT
     for path in files:
         assert secret.encode() not in path.read_bytes(), path
     assert secret not in result.stderr and secret not in result.stdout
-    missing = run_cli("generate", "--caps-boxes", str(val80), "--out", str(out_dir / "o2.json"),
+    missing = run_cli("generate", "--caps-boxes", str(caps80), "--out", str(out_dir / "o2.json"),
                       "--base-url", teacher.base_url, "--model", "m", "--api-key-env", "NOT_SET_ANYWHERE")
     assert missing.returncode == 2 and "NOT_SET_ANYWHERE" in missing.stderr
 
 
-def test_dry_run_sends_nothing(tmp_path: Path, teacher: ServerThread, val80: Path) -> None:
-    result = run_cli("generate", "--caps-boxes", str(val80), "--out", str(tmp_path / "o.json"),
+def test_dry_run_sends_nothing(tmp_path: Path, teacher: ServerThread, caps80: Path) -> None:
+    result = run_cli("generate", "--caps-boxes", str(caps80), "--out", str(tmp_path / "o.json"),
                      "--base-url", teacher.base_url, "--model", "m", "--limit", "10",
                      "--price-in", "2.5", "--price-out", "10", "--max-tokens", "500", "--dry-run")
     assert result.returncode == 0, result.stderr
@@ -188,16 +188,16 @@ def test_dry_run_sends_nothing(tmp_path: Path, teacher: ServerThread, val80: Pat
     assert not (tmp_path / "o.json.ledger.sqlite").exists()
 
 
-def test_cost_line_and_usage_errors(tmp_path: Path, teacher: ServerThread, val80: Path) -> None:
-    result = run_cli("generate", "--caps-boxes", str(val80), "--out", str(tmp_path / "o.json"),
+def test_cost_line_and_usage_errors(tmp_path: Path, teacher: ServerThread, caps80: Path) -> None:
+    result = run_cli("generate", "--caps-boxes", str(caps80), "--out", str(tmp_path / "o.json"),
                      "--base-url", teacher.base_url, "--model", "m", "--limit", "2", "--price-in", "1000000",
                      "--price-out", "0")
     assert result.returncode == 0
     assert "tokens: 600 prompt" in result.stderr and "cost: 600.0000" in result.stderr
-    assert run_cli("generate", "--caps-boxes", str(val80), "--out", str(tmp_path / "o.txt"),
+    assert run_cli("generate", "--caps-boxes", str(caps80), "--out", str(tmp_path / "o.txt"),
                    "--base-url", teacher.base_url, "--model", "m").returncode == 2
-    assert run_cli("generate", "--caps-boxes", str(val80), "--out", str(tmp_path / "o.json"),
+    assert run_cli("generate", "--caps-boxes", str(caps80), "--out", str(tmp_path / "o.json"),
                    "--tasks", "poetry").returncode == 2
     assert run_cli("generate", "--out", str(tmp_path / "o.json")).returncode == 2
-    assert run_cli("generate", "--caps-boxes", str(val80), "--out", str(tmp_path / "o.json"),
+    assert run_cli("generate", "--caps-boxes", str(caps80), "--out", str(tmp_path / "o.json"),
                    "--base-url", teacher.base_url).returncode == 2

@@ -8,9 +8,9 @@ from teacher_server import ServerThread
 from visinstruct.teachers.http import parse_retry_after
 
 
-def test_rpm_limit_spaces_requests(tmp_path: Path, teacher: ServerThread, val80: Path) -> None:
+def test_rpm_limit_spaces_requests(tmp_path: Path, teacher: ServerThread, caps80: Path) -> None:
     start = time.monotonic()
-    result = run_cli("generate", "--caps-boxes", str(val80), "--out", str(tmp_path / "o.json"),
+    result = run_cli("generate", "--caps-boxes", str(caps80), "--out", str(tmp_path / "o.json"),
                      "--base-url", teacher.base_url, "--model", "m", "--limit", "12", "--rpm", "1200",
                      "--concurrency", "64")
     elapsed = time.monotonic() - start
@@ -20,9 +20,9 @@ def test_rpm_limit_spaces_requests(tmp_path: Path, teacher: ServerThread, val80:
     assert elapsed > 0.75
 
 
-def test_tpm_limit_spaces_requests(tmp_path: Path, teacher: ServerThread, val80: Path) -> None:
+def test_tpm_limit_spaces_requests(tmp_path: Path, teacher: ServerThread, caps80: Path) -> None:
     start = time.monotonic()
-    result = run_cli("generate", "--caps-boxes", str(val80), "--out", str(tmp_path / "o.json"),
+    result = run_cli("generate", "--caps-boxes", str(caps80), "--out", str(tmp_path / "o.json"),
                      "--base-url", teacher.base_url, "--model", "m", "--limit", "4", "--tasks", "conversation",
                      "--max-tokens", "100", "--tpm", "60000")
     elapsed = time.monotonic() - start

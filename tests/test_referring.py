@@ -85,7 +85,7 @@ def test_broken_reply_markup_rejects_the_unit(tmp_path: Path, teacher: ServerThr
     assert "<st>broken sign [0.0, 0.0, 0.25, 0.1]" in reject["reply"]
 
 
-def test_llava15_needs_image_sizes(tmp_path: Path, teacher: ServerThread, val80: Path) -> None:
-    result = run_cli("generate", "--caps-boxes", str(val80), "--out", str(tmp_path / "o.json"), "--base-url",
+def test_llava15_needs_image_sizes(tmp_path: Path, teacher: ServerThread, caps80: Path) -> None:
+    result = run_cli("generate", "--caps-boxes", str(caps80), "--out", str(tmp_path / "o.json"), "--base-url",
                      teacher.base_url, "--model", "m", "--tasks", "referring_qa", "--referring-style", "llava15")
     assert result.returncode == 2 and "needs each image's size" in result.stderr

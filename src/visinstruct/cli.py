@@ -165,8 +165,9 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
                                    "is not given. Images are copied as bytes, never re-encoded.")
     p.add_argument("input", type=Path, help="input file (or a folder of parquet shards)")
     p.add_argument("output", type=Path, help="output file (.json/.jsonl/.parquet) or folder (parquet shards, wds)")
-    p.add_argument("--to", required=True, choices=FORMATS, help="output format")
-    p.add_argument("--from", dest="source_format", choices=FORMATS, help="input format (default: detected)")
+    p.add_argument("--to", required=True, choices=[f for f in FORMATS if f != "svit"], help="output format")
+    p.add_argument("--from", dest="source_format", choices=[f for f in FORMATS if f != "wds"],
+                   help="input format (default: detected)")
     p.add_argument("--image-root", type=Path, help="folder the records' image paths are relative to "
                                                     "(default: the input's folder)")
     p.add_argument("--images-out", type=Path, help="parquet→llava: where images are written "
@@ -197,7 +198,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check LLaVA records: structure, <image> tokens, images on disk",
                        description="Reports every problem with its record index and id, then counts by problem. "
                                    "Exit status 1 when any record is invalid.")
-    p.add_argument("input", type=Path, help="LLaVA .json (a list; streamed) or .jsonl")
+    p.add_argument("input", type=Path, help="LLaVA .json (a list; streamed), .jsonl, or parquet (file or folder)")
     p.add_argument("--image-root", type=Path, help="check that every image exists under this folder")
     p.add_argument("--check-images", action="store_true", help="also decode every image (needs --image-root)")
     p.add_argument("--allow-untagged", action="store_true",
@@ -214,6 +215,8 @@ def run_validate(args: argparse.Namespace) -> int:
     report = validate(args.input, args.image_root, args.check_images, args.allow_untagged, args.show, sys.stdout,
                       args.executor, args.workers or 1, args.ray_address, _progress(args))
     write_report(args.report, report)
+    if args.report:
+        print(f"report: {args.report}", file=sys.stderr)
     return 0 if report["valid"] else 1
 
 
@@ -222,7 +225,7 @@ def _add_filter(sub: argparse._SubParsersAction) -> None:
                        description="Stages: structure → spelling (en, ru; truncation rule) → heuristics → language "
                                    "→ duplicates. Rejected records go to --rejects with reject_stage and "
                                    "reject_reason; --report gets counts per stage and reason and every rewrite.")
-    p.add_argument("input", type=Path, help="LLaVA .json or .jsonl")
+    p.add_argument("input", type=Path, help="LLaVA .json, .jsonl, or parquet (file or folder)")
     p.add_argument("--out", type=Path, required=True, help="kept records (.json or .jsonl)")
     p.add_argument("--rejects", type=Path, required=True, help="rejected records with their reasons")
     p.add_argument("--config", type=Path, help="YAML file with any of the settings below (flags win)")
@@ -236,8 +239,9 @@ def _add_filter(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-answer-chars", type=int, help="shorter gpt answers are rejected (default 2)")
     p.add_argument("--max-answer-chars", type=int, help="longer gpt answers are rejected (default 8000)")
     p.add_argument("--language-threshold", type=float, help="minimum language-id probability (default 0.5)")
-    p.add_argument("--near-dup", type=float, metavar="JACCARD", help="also reject MinHash near-duplicates (e.g. 0.85)")
-    p.add_argument("--image-dup", type=int, metavar="BITS", help="also reject images within this phash distance (4)")
+    p.add_argument("--near-dup", type=float, metavar="JACCARD", help="also reject near-duplicate text at this word-5-gram Jaccard (e.g. 0.85)")
+    p.add_argument("--image-dup", type=int, metavar="BITS",
+                   help="also reject images within this phash distance (e.g. 4: re-encoded or resized copies)")
     _add_run_args(p, "processes (local) or Ray workers for the stateless stages (default 1)")
     p.set_defaults(func=run_filter_command)
 

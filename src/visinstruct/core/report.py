@@ -51,7 +51,8 @@ class Progress:
     def _line(self, now: float) -> None:
         rate = self.count / max(now - self.started, 1e-9)
         total = f"/{self.total:,}" if self.total else ""
-        print(f"{self.label}: {self.count:,}{total} {self.unit} ({rate:,.0f}/s)", file=self.stream, flush=True)
+        shown = f"{rate:,.0f}/s" if rate >= 10 else f"{rate * 60:,.1f}/min"
+        print(f"{self.label}: {self.count:,}{total} {self.unit} ({shown})", file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

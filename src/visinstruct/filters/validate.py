@@ -48,12 +48,13 @@ def validate(path: Path, image_root: Path | None, check_images: bool, allow_unta
     step = ProblemsStep(image_root, check_images, allow_untagged)
     step.check()
     runner = make_executor(executor, workers, address)
+    splits = record_splits(path, parts=runner.workers * 4)  # a missing or unknown input: one line, exit 2
     counts: Counter[str] = Counter()
     records = invalid = shown = 0
     error = None
     try:
         with Progress("validate", enabled=progress) as bar:
-            for item in runner.run(record_splits(path, parts=runner.workers * 4), [step], Tally([step.name])):
+            for item in runner.run(splits, [step], Tally([step.name])):
                 records += 1
                 bar.update()
                 found = (item.extra or {}).get("problems", [])
