@@ -239,7 +239,8 @@ def _add_filter(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-answer-chars", type=int, help="shorter gpt answers are rejected (default 2)")
     p.add_argument("--max-answer-chars", type=int, help="longer gpt answers are rejected (default 8000)")
     p.add_argument("--language-threshold", type=float, help="minimum language-id probability (default 0.5)")
-    p.add_argument("--near-dup", type=float, metavar="JACCARD", help="also reject near-duplicate text at this word-5-gram Jaccard (e.g. 0.85)")
+    p.add_argument("--near-dup", type=float, metavar="JACCARD",
+                   help="also reject near-duplicate text at this word-5-gram Jaccard (e.g. 0.85)")
     p.add_argument("--image-dup", type=int, metavar="BITS",
                    help="also reject images within this phash distance (e.g. 4: re-encoded or resized copies)")
     _add_run_args(p, "processes (local) or Ray workers for the stateless stages (default 1)")
