@@ -71,23 +71,28 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 
 def test_filter_is_the_same_on_local_and_ray(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    source = write_jsonl(tmp_path / "in.jsonl", corpus())
-    assert len(inputs.record_splits(source)) >= 5
+    records = corpus()
+    near = [{**r, "id": f"near-{n}", "image": f"near-{n}.jpg",
+             "conversations": [*r["conversations"][:-1], {"from": "gpt", "value": r["conversations"][-1]["value"]
+                                                          + " Nothing else stands out."}]}
+            for n, r in enumerate(records[:40:4]) if len(r["conversations"][-1]["value"].split()) > 40]
+    source = write_jsonl(tmp_path / "in.jsonl", records + near)
+    assert len(inputs.record_splits(source)) >= 5 and near
     runs = {}
     for executor, workers in (("local", 1), ("local", 2), ("ray", 2)):
         if executor == "ray":
             request.getfixturevalue("ray_local")  # after the local pools: no fork of a process running Ray
         kept, rejects = tmp_path / f"{executor}{workers}.kept.jsonl", tmp_path / f"{executor}{workers}.rej.jsonl"
-        report = run_filter(source, kept, rejects, FilterConfig(stages=STAGES, executor=executor, workers=workers),
-                            progress=False)
+        config = FilterConfig(stages=STAGES, executor=executor, workers=workers, near_dup=0.8)
+        report = run_filter(source, kept, rejects, config, progress=False)
         assert report["executor"] == executor and report["workers"] == workers
         runs[executor, workers] = (kept.read_bytes(), rejects.read_bytes(), report["records_in"],
                                    report["records_out"], report["steps"], report["rewrites"])
     assert runs["local", 1] == runs["local", 2] == runs["ray", 2]
     _, _, records_in, records_out, steps, _ = runs["ray", 2]
-    assert records_in == len(corpus()) and 300 <= records_out < records_in
-    assert all(steps[name]["rejected"] for name in ("structure", "heuristics", "dedup")), steps
-    assert steps["language"]["in"] == steps["heuristics"]["out"] and steps["dedup"]["in"] == steps["language"]["out"]
+    assert records_in == len(records) + len(near) and 0 < records_out < records_in
+    assert all(steps[name]["rejected"] for name in ("structure", "heuristics", "dedup", "near_dedup")), steps
+    assert steps["language"]["in"] == steps["heuristics"]["out"] and steps["minhash"]["in"] == steps["language"]["out"]
 
 
 def test_validate_prints_the_same_problems(tmp_path: Path, ray_local: None) -> None:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import pickle
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..core.errors import UserError
@@ -215,3 +215,57 @@ class RayExecutor:
         finally:
             if started:
                 ray.shutdown()
+
+
+def _partition_runs(batch: dict[str, Any]) -> dict[str, Any]:
+    """One hash partition: the members of every run of two or more equal (column, key), with both."""
+    import numpy as np
+
+    column, keys, index = batch["column"], batch["key"], batch["index"]
+    order = np.lexsort((index, keys, column))
+    column, keys, index = column[order], keys[order], index[order]
+    same = (keys[1:] == keys[:-1]) & (column[1:] == column[:-1])
+    in_run = np.zeros(keys.size, dtype=bool)
+    in_run[1:] |= same
+    in_run[:-1] |= same
+    return {"column": column[in_run], "key": keys[in_run], "member": index[in_run]}
+
+
+def equal_key_runs(columns: Iterable[Any], parts: int) -> list[tuple[Any, Any]]:
+    """For each column of keys, the runs of equal keys, found with one Ray Data shuffle for all columns:
+    rows `(column, key, index)` go to the object store a column at a time (the driver holds one), are
+    grouped by `key % parts` (a hash partitioning that moves them between nodes), each partition is sorted
+    where it lands, and only the members of runs of two or more come back. Per column: (members, run
+    numbers) ordered by key, then index — what a local sort gives (filters/minhash.py `band_runs`).
+    Needs Ray started.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import ray
+    import ray.data
+
+    _quiet()
+    refs = []
+    for number, keys in enumerate(columns):
+        refs.append(ray.put(pa.table({
+            "column": np.full(keys.size, number, dtype=np.int32), "key": keys,
+            "index": np.arange(keys.size, dtype=np.int64), "part": keys % np.uint64(parts)})))
+    runs = ray.data.from_arrow_refs(refs).groupby("part").map_groups(_partition_runs, batch_format="numpy")
+    found: dict[int, list[tuple[Any, Any]]] = {n: [] for n in range(len(refs))}
+    for batch in runs.iter_batches(batch_size=None, batch_format="numpy"):
+        for number in np.unique(batch["column"]):
+            mask = batch["column"] == number
+            found[int(number)].append((batch["key"][mask], batch["member"][mask]))
+    return [_ordered_runs(found[n]) for n in range(len(refs))]
+
+
+def _ordered_runs(pieces: list[tuple[Any, Any]]) -> tuple[Any, Any]:
+    import numpy as np
+
+    key = np.concatenate([np.empty(0, dtype=np.uint64), *(k for k, _ in pieces)])
+    member = np.concatenate([np.empty(0, dtype=np.int64), *(m for _, m in pieces)])
+    order = np.lexsort((member, key))
+    key, member = key[order], member[order]
+    starts = np.ones(key.size, dtype=bool)
+    starts[1:] = key[1:] != key[:-1]
+    return member.astype(np.int64), np.cumsum(starts) - 1

@@ -352,10 +352,21 @@ class NearDedupStep(Step):
     name = "near_dedup"
     stateless = False
 
-    def __init__(self, threshold: float, tmp_dir: Path | None = None) -> None:
+    def __init__(self, threshold: float, tmp_dir: Path | None = None, shuffle_parts: int = 0) -> None:
         super().__init__()
         self.threshold, self.tmp_dir = threshold, tmp_dir
         self.bands, self.rows = band_layout(threshold)
+        self.shuffle_parts = shuffle_parts  # > 0: find each band's buckets with a Ray shuffle (--executor ray)
+
+    def _band_runs(self, spill: _Spill) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Each band's buckets: sorted here one column at a time, or all in one Ray shuffle."""
+        if self.shuffle_parts:
+            from ..exec.ray import equal_key_runs
+
+            yield from equal_key_runs((spill.column(band) for band in range(self.bands)), self.shuffle_parts)
+            return
+        for band in range(self.bands):
+            yield band_runs(spill.column(band))
 
     def process(self, items: list[Item]) -> list[Item]:
         raise RuntimeError("near_dedup needs the whole stream: call run(), not process()")
@@ -397,8 +408,7 @@ class NearDedupStep(Step):
         if live < 2:
             return none, none
         verdicts = _Verdicts(self, spill, live)
-        for band in range(self.bands):
-            members, runs = band_runs(spill.column(band))
+        for members, runs in self._band_runs(spill):
             for _ in range(MAX_ROUNDS):
                 if not members.size:
                     break

@@ -139,7 +139,8 @@ def dedup_steps(config: FilterConfig) -> list[Step]:
     if config.near_dup is not None:
         from .minhash import NearDedupStep
 
-        steps.append(NearDedupStep(config.near_dup))
+        parts = 4 * config.workers if config.executor == "ray" else 0
+        steps.append(NearDedupStep(config.near_dup, shuffle_parts=parts))
     if config.image_dup is not None:
         if not config.image_root:
             raise UserError("image duplicates need --image-root")
