@@ -186,6 +186,11 @@ def test_dry_run_sends_nothing(tmp_path: Path, teacher: ServerThread, caps80: Pa
     assert "estimated cost" in result.stderr
     assert teacher.server.received == [] and not (tmp_path / "o.json").exists()
     assert not (tmp_path / "o.json.ledger.sqlite").exists()
+    args = ["generate", "--caps-boxes", str(caps80), "--out", str(tmp_path / "o.json"), "--base-url",
+            teacher.base_url, "--model", "m", "--max-tokens", "500"]
+    assert run_cli(*args, "--limit", "4").returncode == 0  # 12 units answered
+    again = run_cli(*args, "--limit", "10", "--dry-run")
+    assert "30 units, 12 already in the ledger, 18 requests to send" in again.stderr, again.stderr
 
 
 def test_cost_line_and_usage_errors(tmp_path: Path, teacher: ServerThread, caps80: Path) -> None:

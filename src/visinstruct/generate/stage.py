@@ -203,13 +203,10 @@ def generate(inputs: InputSpec, teacher: TeacherConfig, opts: GenerateOptions,
              stream: TextIO = sys.stderr) -> Summary:
     """Check everything up front (input flags, tasks, teacher, extras), then run or resume generation."""
     output_format(opts.out)
-    opts.tasks  # noqa: B018 - unknown or wrong-mode tasks fail here, before any input is read
+    resolve(opts.task_names, opts.mode)  # unknown or wrong-mode tasks fail here, before any input is read
     if opts.executor == "ray" and not opts.dry_run:
         require("ray", "--executor ray")
-    if not opts.dry_run:
-        teacher.settle()
-    elif teacher.embedded:
-        teacher.model = teacher.model or "embedded"
+    teacher.settle(installed=not opts.dry_run)  # a dry run builds the same request keys as the real run
     return generate_scenes(open_scenes(inputs), teacher, opts, stream)
 
 

@@ -30,14 +30,16 @@ class TeacherConfig:
     def embedded(self) -> bool:
         return not self.base_url
 
-    def settle(self) -> TeacherConfig:
-        """Check the flags, read the key from its environment variable, fill model and concurrency."""
+    def settle(self, installed: bool = True) -> TeacherConfig:
+        """Check the flags, read the key from its environment variable, fill model and concurrency.
+        `installed=False` (a dry run) does not require the embedded extra: nothing will be loaded."""
         if self.embedded:
             if self.model or self.api_key_env:
                 raise UserError("--model and --api-key-env need --base-url (without them the embedded teacher runs)")
             from .embedded import EMBEDDED_MODEL, require_embedded
 
-            require_embedded()
+            if installed:
+                require_embedded()
             self.model = EMBEDDED_MODEL
             self.concurrency = self.concurrency or self.batch_size * 4
             return self
