@@ -146,11 +146,6 @@ class _Shard:
     shown: int = 0  # units done, as shown in the progress display
 
 
-def _init_ray(opts: GenerateOptions) -> bool:
-    """Join `--ray-address` or start a light local Ray; True when this call started it (and must stop it)."""
-    return start_ray(opts.workers, opts.ray_address)
-
-
 class _Driver:
     """Starts one actor per shard, restarts dead ones, polls progress, sums the stats."""
 
@@ -265,7 +260,7 @@ def _run_shards(todo: list[Unit], teacher: TeacherConfig, opts: GenerateOptions,
     paths = {rank: shard_path(opts.ledger_path, rank, workers) for rank in by_rank}
     for path in paths.values():  # created here, so an actor can tell a shared filesystem from a node's own
         Ledger(path).close()
-    owns = _init_ray(opts)
+    owns = start_ray(opts.workers, opts.ray_address)  # True: started here, so stopped here
     try:
         shards = [_Shard(rank, paths[rank], ray.put(by_rank[rank])) for rank in sorted(by_rank)]
         with Progress("generate", total=len(todo), enabled=opts.progress, unit="req") as progress:
