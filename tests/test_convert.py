@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import read_records, run_cli
+from visinstruct.core.referring import SVIT_INSTRUCTIONS, svit_instruction
 
 
 def image_bytes(fmt: str, mode: str = "RGB", size: tuple[int, int] = (40, 30)) -> bytes:
@@ -165,8 +166,8 @@ def test_svit_to_llava15_exactly(tmp_path: Path) -> None:
     result = run_cli("convert", str(tmp_path / "svit.json"), str(tmp_path / "out.json"), "--to", "llava",
                      "--image-data", str(vg / "image_data.json"))
     assert result.returncode == 0, result.stderr
-    from visinstruct.core.referring import format_instruction
-    instruction = format_instruction("en", "7_1", 0)
+    instruction = svit_instruction("7_1", 0)
+    assert instruction in SVIT_INSTRUCTIONS
     assert read_records(tmp_path / "out.json") == [
         {"id": "7_0", "image": "VG_100K/7.jpg", "conversations": [
             {"from": "human", "value": "<image>\nWhat is the man holding?"}, {"from": "gpt", "value": "A kite."}]},
@@ -218,3 +219,109 @@ def test_svit_sizes_from_image_headers(tmp_path: Path) -> None:
     assert record["conversations"][1]["value"] == "Top: the cat [0.25, 0.0, 0.75, 0.5]."
     missing = run_cli("convert", str(tmp_path / "svit.jsonl"), str(tmp_path / "o2.jsonl"), "--to", "llava")
     assert missing.returncode == 2 and "needs image sizes" in missing.stderr
+
+
+# SVIT → LLaVA-1.5 box rounding: the expected boxes are computed here, independently of the library.
+SVIT_SIZES = [(640, 427), (427, 640), (500, 500), (800, 600), (1024, 683), (333, 500), (500, 499), (1000, 251)]
+SVIT_BOXES = [[0.0, 0.0, 1.0, 1.0], [0.001, 0.002, 0.999, 0.998], [0.998, 0.997, 1.0, 1.0],
+              [0.5, 0.5, 0.75, 0.9], [0.096, 0.029, 0.499, 0.914], [0.123, 0.456, 0.789, 0.999]]
+
+
+def svit_rule(box: list[float], width: int, height: int) -> list[float]:
+    """SVIT's expand_to_square: round to integer pixels, shift the short axis by (long - short) // 2."""
+    x1, y1, x2, y2 = round(box[0] * width), round(box[1] * height), round(box[2] * width), round(box[3] * height)
+    if width > height:
+        y1, y2 = y1 + (width - height) // 2, y2 + (width - height) // 2
+    elif height > width:
+        x1, x2 = x1 + (height - width) // 2, x2 + (height - width) // 2
+    return [round(v / max(width, height), 3) for v in (x1, y1, x2, y2)]
+
+
+def exact_rule(box: list[float], width: int, height: int) -> list[float]:
+    """Fractional pixels, shift (long - short) / 2."""
+    side = max(width, height)
+    dx, dy = (side - width) / 2, (side - height) / 2
+    return [round((box[0] * width + dx) / side, 3), round((box[1] * height + dy) / side, 3),
+            round((box[2] * width + dx) / side, 3), round((box[3] * height + dy) / side, 3)]
+
+
+def text_box(values: list[float]) -> str:
+    return "[" + ", ".join(str(v) for v in values) + "]"
+
+
+REFERRING = [("Where is <st>the dog<ed> {0}?", "<st>The dog<ed> {0} sits by <st>two cups<ed> {1}, {2}."),
+             ("What touches <st>the edge<ed> {3}?", "<st>A wall<ed> {4} and {5}; [1, 2, 3] is no box."),
+             ("Anything else?", "No.")]
+
+
+def write_svit_sample(folder: Path) -> Path:
+    """image_data.json with the 8 sizes, and one SVIT row per image: a plain and a referring conversation."""
+    folder.mkdir()
+    (folder / "image_data.json").write_text(json.dumps([
+        {"image_id": n, "width": w, "height": h, "url": f"https://x/VG_100K/{n}.jpg"}
+        for n, (w, h) in enumerate(SVIT_SIZES, 1)]))
+    native = [text_box(b) for b in SVIT_BOXES]
+    rows = [{"image_id": n, "conversations": [
+        {"content": [{"from": "user", "value": "What is the weather like?"}, {"from": "gpt", "value": "Sunny."}]},
+        {"content": [{"from": role, "value": text.format(*native)}
+                     for q, a in REFERRING for role, text in (("user", q), ("gpt", a))]}]}
+        for n in range(1, len(SVIT_SIZES) + 1)]
+    (folder / "svit.json").write_text(json.dumps(rows))
+    return folder
+
+
+def svit_convert(folder: Path, out: str, *extra: str) -> list[dict]:
+    result = run_cli("convert", str(folder / "svit.json"), str(folder / out), "--to", "llava",
+                     "--image-data", str(folder / "image_data.json"), *extra)
+    assert result.returncode == 0, result.stderr
+    return read_records(folder / out)
+
+
+def check_svit_records(records: list[dict], rule) -> list[str]:
+    """Every record against `rule`'s boxes; returns the instructions found after the questions."""
+    assert [r["id"] for r in records] == [f"{n}_{k}" for n in range(1, len(SVIT_SIZES) + 1) for k in (0, 1)]
+    instructions = []
+    for n, (width, height) in enumerate(SVIT_SIZES, 1):
+        plain, referring = records[2 * n - 2], records[2 * n - 1]
+        assert plain["conversations"] == [{"from": "human", "value": "<image>\nWhat is the weather like?"},
+                                          {"from": "gpt", "value": "Sunny."}]
+        padded = [text_box(rule(b, width, height)) for b in SVIT_BOXES]
+        turns = referring["conversations"]
+        for i, (question, answer) in enumerate(REFERRING):
+            expected_q = question.format(*padded).replace("<st>", "").replace("<ed>", "")
+            asked, instruction = turns[2 * i]["value"].rsplit("? ", 1)
+            assert asked + "?" == ("<image>\n" if i == 0 else "") + expected_q
+            assert instruction in SVIT_INSTRUCTIONS
+            instructions.append(instruction)
+            assert turns[2 * i + 1] == {"from": "gpt", "value": answer.format(*padded).replace("<st>", "")
+                                        .replace("<ed>", "")}
+    return instructions
+
+
+def test_svit_default_reproduces_svit_rounding_and_instructions(tmp_path: Path) -> None:
+    folder = write_svit_sample(tmp_path / "svit")
+    instructions = check_svit_records(svit_convert(folder, "out.json"), svit_rule)
+    assert set(instructions) == set(SVIT_INSTRUCTIONS)  # a seeded draw per question, all three in use
+    assert svit_convert(folder, "again.json") == read_records(folder / "out.json")  # same draw every run
+    explicit = svit_convert(folder, "explicit.json", "--box-rounding", "svit")
+    assert explicit == read_records(folder / "out.json")
+
+
+def test_svit_exact_rounding_keeps_exact_padding(tmp_path: Path) -> None:
+    folder = write_svit_sample(tmp_path / "svit")
+    exact = check_svit_records(svit_convert(folder, "exact.json", "--box-rounding", "exact"), exact_rule)
+    assert exact == check_svit_records(svit_convert(folder, "default.json"), svit_rule)  # same instructions
+    # the two rules differ on most of this sample's boxes, so each check above tells them apart
+    differing = sum(svit_rule(b, w, h) != exact_rule(b, w, h) for w, h in SVIT_SIZES for b in SVIT_BOXES)
+    assert differing >= 24
+
+
+def test_box_rounding_is_for_svit_only(tmp_path: Path) -> None:
+    (tmp_path / "l.json").write_text(json.dumps([{"id": "a", "conversations": conv("x", False)}]))
+    result = run_cli("convert", str(tmp_path / "l.json"), str(tmp_path / "m.json"), "--to", "messages",
+                     "--box-rounding", "exact")
+    assert result.returncode == 2 and "--box-rounding applies to svit" in result.stderr
+    assert not (tmp_path / "m.json").exists()
+    result = run_cli("convert", str(tmp_path / "l.json"), str(tmp_path / "m.json"), "--to", "llava",
+                     "--from", "svit", "--box-rounding", "half")
+    assert result.returncode == 2 and "invalid choice" in result.stderr

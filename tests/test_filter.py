@@ -142,7 +142,7 @@ def _write(path: Path, records: list) -> Path:
 
 def test_filter_cli_end_to_end(tmp_path: Path) -> None:
     (tmp_path / "img").mkdir()
-    for name, color in (("a.jpg", (200, 0, 0)), ("b.jpg", (0, 0, 200))):
+    for name, color in (("a.jpg", (200, 0, 0)), ("b.jpg", (0, 0, 200)), ("c.jpg", (0, 200, 0))):
         Image.new("RGB", (64, 64), color).save(tmp_path / "img" / name)
     Image.new("RGB", (64, 64), (200, 0, 0)).save(tmp_path / "img" / "a_copy.jpg", quality=70)
     records = [record("en", id="keep"), record("ru", id="keep-ru"), record("zh", id="keep-zh"),
@@ -150,7 +150,8 @@ def test_filter_cli_end_to_end(tmp_path: Path) -> None:
                record("en", "According to the caption, a man rides a bicycle down the street.", id="caption"),
                {"id": "broken", "image": "a.jpg", "conversations": [{"from": "gpt", "value": "hi"}]},
                record("en", question="What is the man doing on the left side of the strret?", id="typo-q"),
-               record("en", id="near", image="b.jpg"),
+               record("en", CLEAN["en"][1].replace("behind him.", "behind them."), id="near", image="b.jpg"),
+               record("en", id="same-conv", image="c.jpg"),  # the whole conversation of "keep", another image
                record("en", "A man rides a bicycle past a bakery on a rainy day in the city.", id="img-dup",
                       image="a_copy.jpg")]
     source = _write(tmp_path / "in.jsonl", records)
@@ -162,13 +163,14 @@ def test_filter_cli_end_to_end(tmp_path: Path) -> None:
     assert kept == ["keep", "keep-ru", "keep-zh"]
     rejects = {r["id"]: (r["reject_stage"], r["reject_reason"]) for r in read_records(tmp_path / "rejects.jsonl")}
     assert rejects["dup"] == ("dedup", "exact_duplicate: same as keep")
+    assert rejects["same-conv"] == ("dedup", "same_conversation: same whole conversation as keep, another image")
     assert rejects["caption"][0] == "heuristics" and rejects["caption"][1].startswith("annotation_source")
     assert rejects["broken"][0] == "structure" and "no_alternation" in rejects["broken"][1]
     assert rejects["typo-q"][0] == "spelling" and "strret" in rejects["typo-q"][1]
     assert rejects["near"][0] == "near_dedup" and "keep" in rejects["near"][1]
     assert rejects["img-dup"][0] == "image_dedup" and "keep" in rejects["img-dup"][1]
     report = json.loads((tmp_path / "kept.json.report.json").read_text())
-    assert report["records_in"] == 9 and report["records_out"] == 3 and report["rejected"] == 6
+    assert report["records_in"] == 10 and report["records_out"] == 3 and report["rejected"] == 7
     assert report["steps"]["heuristics"]["rejected_by_reason"] == {"annotation_source": 1}
     again = run_cli("filter", str(source), "--out", str(tmp_path / "k2.jsonl"), "--rejects",
                     str(tmp_path / "r2.jsonl"), "--workers", "2", "--no-spelling")
@@ -247,3 +249,42 @@ def test_digest_table_matches_a_dict_through_growth() -> None:
         expected = reference.setdefault(digest, number)
         assert table.get_or_add(digest, number) == (None if expected == number else expected)
     assert table.size == len(reference) and table.capacity >= len(reference)
+
+
+def _conversation(record_id: str, image: str, *answers: str) -> dict:
+    turns = []
+    for i, answer in enumerate(answers):
+        turns += [{"from": "human", "value": ("<image>\n" if i == 0 else "") + f"Question {i}?"},
+                  {"from": "gpt", "value": answer}]
+    return {"id": record_id, "image": image, "conversations": turns}
+
+
+def test_exact_dedup_catches_a_whole_conversation_repeated_on_another_image() -> None:
+    from visinstruct.filters.dedup import ExactDedup
+
+    long_answer = ("The kitchen has white cabinets, a gas stove with four burners and a window above the sink "
+                   "that looks out onto a small garden.")
+    two_answers = ("A red bus is parked at the curb.", "Two people wait at the stop, one with an umbrella.")
+    stage = ExactDedup()
+    assert stage.check(_conversation("first", "a.jpg", long_answer)) is None
+    assert stage.check(_conversation("pair", "a.jpg", *two_answers)) is None
+    verdict = stage.check(_conversation("other-image", "b.jpg", long_answer))
+    assert isinstance(verdict, Reject) and verdict.code == "same_conversation" and "as first," in verdict.reason
+    verdict = stage.check(_conversation("pair-again", "c.jpg", *two_answers))  # 2 answers of 25+ characters
+    assert isinstance(verdict, Reject) and verdict.code == "same_conversation" and "as pair," in verdict.reason
+    verdict = stage.check(_conversation("same-image", "a.jpg", "  " + long_answer.upper()))  # normalised
+    assert isinstance(verdict, Reject) and verdict.reason == "exact_duplicate: same as first"
+    verdict = stage.check(_conversation("after-reject", "b.jpg", long_answer))  # the rejected one is not kept
+    assert isinstance(verdict, Reject) and "as first," in verdict.reason
+
+
+def test_exact_dedup_keeps_short_generic_answers_on_other_images() -> None:
+    from visinstruct.filters.dedup import ExactDedup
+
+    stage = ExactDedup()
+    short = [("Yes.",), ("Two.",), ("Yes.", "Two.", "Red."), ("It is red.", "Yes, there is a dog nearby.")]
+    for n, answers in enumerate(short):
+        for image in ("a.jpg", "b.jpg", "c.jpg"):
+            assert stage.check(_conversation(f"{n}-{image}", image, *answers)) is None, (answers, image)
+    verdict = stage.check(_conversation("again", "b.jpg", "Two."))  # same image, same text: still a duplicate
+    assert isinstance(verdict, Reject) and verdict.reason == "exact_duplicate: same as 1-b.jpg"

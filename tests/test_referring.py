@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import read_records, run_cli
 from teacher_server import ServerThread
 from test_visual_genome import write_vg
-from visinstruct.core.referring import FORMAT_INSTRUCTIONS, MarkupError, check_markup, to_llava15
+from visinstruct.core.boxes import pad_box, pad_box_svit, pad_boxes_in_text
+from visinstruct.core.referring import FORMAT_INSTRUCTIONS, SVIT_INSTRUCTIONS, MarkupError, check_markup, to_llava15
 
 
 @pytest.mark.parametrize("text, reason", [
@@ -34,6 +39,53 @@ def test_good_markup_and_llava15_conversion() -> None:
     assert check_markup(text) == 2
     assert to_llava15(text, 800, 600) == (
         "Are the cups [0.1, 0.5, 0.2, 0.65], [0.3, 0.5, 0.4, 0.65] near [1, 2, 3] it [0.0, 0.125, 1.0, 0.875]?")
+
+
+def test_svit_rounding_worked_example() -> None:
+    # README's example, 640 x 427: pixels (61.44, 12.383, 319.36, 390.278)
+    box = [0.096, 0.029, 0.499, 0.914]
+    # exact: y + 106.5 → 118.883, 496.778; / 640
+    assert pad_box(box, 640, 427) == [0.096, 0.186, 0.499, 0.776]
+    # SVIT: (61, 12, 319, 390), y + 213 // 2 = 106 → 118, 496; / 640 = 0.0953125, 0.184375, 0.4984375, 0.775
+    assert pad_box_svit(box, 640, 427) == [0.095, 0.184, 0.498, 0.775]
+    # ties go to the even pixel (Python's round): 0.5 * 427 = 213.5 → 214, 0.5 * 425 = 212.5 → 212
+    assert pad_box_svit([0.5, 0.5, 0.5, 0.5], 640, 427) == [0.5, 0.5, 0.5, 0.5]  # (214 + 106) / 640
+    assert pad_box_svit([0.5, 0.5, 0.5, 0.5], 640, 425) == [0.5, 0.498, 0.5, 0.498]  # (212 + 107) / 640 = 0.4984375
+    # a square image is not shifted, but its pixels are still rounded: 0.123 * 500 = 61.5 → 62
+    assert pad_box_svit([0.123, 0.0, 1.0, 1.0], 500, 500) == [0.124, 0.0, 1.0, 1.0]
+    assert to_llava15("<st>a<ed> [0.096, 0.029, 0.499, 0.914]", 640, 427, "svit") == "a [0.095, 0.184, 0.498, 0.775]"
+    with pytest.raises(ValueError, match="unknown box rounding"):
+        pad_boxes_in_text("[0.1, 0.1, 0.2, 0.2]", 10, 10, "half")
+
+
+def test_svit_instructions_are_the_cards() -> None:
+    assert SVIT_INSTRUCTIONS == ("Provide the bounding boxes of the mentioned objects.",
+                                 "Include the coordinates for each mentioned object.",
+                                 "Locate the objects with their coordinates.")
+
+
+@pytest.mark.parametrize("rounding, expected", [("exact", "[0.096, 0.186, 0.499, 0.776]"),
+                                                ("svit", "[0.095, 0.184, 0.498, 0.775]")])
+def test_pad_boxes_cli_rounding(rounding: str, expected: str) -> None:
+    args = [sys.executable, "-m", "visinstruct", "pad-boxes", "--width", "640", "--height", "427"]
+    if rounding == "svit":
+        args += ["--box-rounding", "svit"]
+    result = subprocess.run(args, input="<st>cup<ed> [0.096, 0.029, 0.499, 0.914]\n", capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"<st>cup<ed> {expected}\n"
+
+
+coordinate = st.integers(0, 1000).map(lambda n: n / 1000)
+
+
+@given(coordinate, coordinate, coordinate, coordinate, st.integers(1, 4000), st.integers(1, 4000))
+def test_svit_and_exact_differ_by_rounding_only(a, b, c, d, width, height) -> None:
+    box = [min(a, c), min(b, d), max(a, c), max(b, d)]
+    svit, exact = pad_box_svit(box, width, height), pad_box(box, width, height)
+    # half a pixel from rounding the pixel, half from the // 2 shift, and two 3-decimal roundings
+    assert all(abs(s - e) <= 1 / max(width, height) + 0.001 + 1e-9 for s, e in zip(svit, exact, strict=True))
+    assert all(0.0 <= v <= 1.0 for v in svit) and svit[0] <= svit[2] and svit[1] <= svit[3]
 
 
 def _generate(vg: Path, base_url: str, out: Path, *extra: str):

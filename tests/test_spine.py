@@ -25,6 +25,8 @@ ALLOWED = {
     "exec": {"core"},
     "filters": {"core", "exec"},
     "convert": {"core", "exec"},
+    "mix": {"core"},
+    "check": {"core"},
     "generate": {"core", "exec", "sources", "teachers"},
 }
 

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
 from .convert.run import FORMATS
-from .core.boxes import pad_boxes_in_text
+from .core.boxes import BOX_ROUNDINGS, pad_boxes_in_text
 from .core.errors import UserError
+from .core.io import decode_utf8
 from .core.report import summary_lines, write_report
 from .exec import EXECUTORS
 from .filters.pipeline import STAGES
+from .generate.schemas import SCHEMAS
+from .generate.task_mix import TaskMix, parse_task_mix
 from .generate.tasks import LANGS, all_task_names, task_names
 
 
@@ -25,6 +29,18 @@ def _tasks(value: str) -> list[str]:
         raise argparse.ArgumentTypeError(
             f"unknown task(s) {', '.join(unknown) or value!r}; choose from {', '.join(known)}")
     return tasks
+
+
+def _task_mix(value: str) -> TaskMix:
+    try:
+        mix = parse_task_mix(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    unknown = [t for t in mix.names if t not in all_task_names()]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown task(s) {', '.join(unknown)}; choose from "
+                                         f"{', '.join(all_task_names())}")
+    return mix
 
 
 def _positive(kind: type) -> Callable[[str], float]:
@@ -46,6 +62,21 @@ def _add_run_args(p: argparse.ArgumentParser, workers_help: str) -> None:
                    help="join this Ray cluster (e.g. ray://head:10001 or auto); default: start a local Ray")
     g.add_argument("--report", type=Path, help="write the stage's report (stats) here as JSON")
     g.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+
+
+def _number(kind: type, low: float, above: bool = False, high: float | None = None) -> Callable[[str], float]:
+    """An argparse type: a finite number >= low (> low when `above`), and <= high when given."""
+    def number(value: str) -> float:
+        try:
+            parsed = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+        too_high = high is not None and parsed > high
+        if not math.isfinite(parsed) or parsed < low or (above and parsed == low) or too_high:
+            bound = f"{'above' if above else 'at least'} {low:g}" + (f", at most {high:g}" if high is not None else "")
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {value}")
+        return parsed
+    return number
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -79,6 +110,14 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--referring-style", choices=("native", "llava15"), default="native",
                      help="referring_qa output: native <st>name<ed> [box] markup, or llava15 (tags removed, "
                           "boxes in the square-padded frame, a format instruction after each question)")
+    out.add_argument("--task-mix", type=_task_mix, metavar="TASK=N,...",
+                     help="one task per image instead of every task for every image: whole numbers are exact "
+                          "image counts (e.g. dialogue=247431,complex_reasoning=194646,captioning=199791), "
+                          "decimals are weights (dialogue=0.4,captioning=0.6)")
+    out.add_argument("--seed", type=int, default=0, help="seed of the --task-mix assignment (default 0)")
+    out.add_argument("--schema", choices=SCHEMAS, default="llava",
+                     help="record keys: llava (default; id, image, conversations, task, lang, source), "
+                          "llava-instruct-ru (type, conversations, id = image id, image), svit (SVIT native rows)")
     out.add_argument("--lang", choices=LANGS, default="en", help="language of the generated data")
     out.add_argument("--samples-per-image", type=_positive(int), default=1, help="units per scene and task")
     out.add_argument("--split", choices=("train", "val"), default="train",
@@ -88,22 +127,26 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
     t.add_argument("--model", help="model name sent to the server")
     t.add_argument("--api-key-env", metavar="VAR", help="environment variable that holds the API key")
-    t.add_argument("--temperature", type=float, default=None,
+    t.add_argument("--temperature", type=_number(float, 0), default=None,
                    help="sampling temperature (default 0.7; embedded: greedy)")
-    t.add_argument("--top-p", type=float, default=None, help="nucleus sampling (default: the server's)")
+    t.add_argument("--top-p", type=_number(float, 0, True, 1), default=None,
+                   help="nucleus sampling, in (0, 1] (default: the server's)")
     t.add_argument("--max-tokens", type=_positive(int), default=None,
                    help="completion token limit (default 1024; embedded 200)")
     e = p.add_argument_group("engine")
     e.add_argument("--concurrency", type=_positive(int),
                    help="requests in flight (default 16; embedded 4 x batch size)")
-    e.add_argument("--rpm", type=_positive(float), help="requests per minute limit")
-    e.add_argument("--tpm", type=_positive(float), help="tokens per minute limit")
-    e.add_argument("--timeout", type=_positive(float), default=120.0, help="seconds per request (default 120)")
-    e.add_argument("--retries", type=int, default=5, help="retries per unit on 429/5xx/timeouts (default 5)")
-    e.add_argument("--backoff", type=_positive(float), default=1.0, help="first backoff in seconds (default 1)")
+    e.add_argument("--rpm", type=_number(float, 0, True), help="requests per minute limit")
+    e.add_argument("--tpm", type=_number(float, 0, True), help="tokens per minute limit")
+    e.add_argument("--timeout", type=_number(float, 0, True), default=120.0,
+                   help="seconds per request (default 120)")
+    e.add_argument("--retries", type=_number(int, 0), default=5,
+                   help="retries per unit on 429/5xx/timeouts (default 5)")
+    e.add_argument("--backoff", type=_number(float, 0, True), default=1.0,
+                   help="first backoff in seconds (default 1)")
     e.add_argument("--batch-size", type=_positive(int), default=8, help="embedded teacher batch size (default 8)")
-    e.add_argument("--price-in", type=float, help="price per 1M prompt tokens, for the cost line")
-    e.add_argument("--price-out", type=float, help="price per 1M completion tokens")
+    e.add_argument("--price-in", type=_number(float, 0), help="price per 1M prompt tokens, for the cost line")
+    e.add_argument("--price-out", type=_number(float, 0), help="price per 1M completion tokens")
     e.add_argument("--dry-run", action="store_true", help="print requests, tokens and cost; send nothing")
     _add_run_args(p, "ray: generation actors, each with its own ledger shard (default 1)")
     p.set_defaults(func=run_generate)
@@ -119,6 +162,8 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.workers and args.workers > 1 and args.executor == "local":
         raise UserError("--workers is for --executor ray (generation actors); locally --concurrency sets "
                         "the requests in flight")
+    if args.task_mix and args.tasks:
+        raise UserError("give --tasks or --task-mix, not both (--task-mix names the tasks)")
     mode = args.mode or ("vlm" if args.images else "text")
     inputs = InputSpec(mode, args.coco_captions, args.coco_instances, args.caps_boxes, args.vg, args.images,
                        args.image_prefix, args.source)
@@ -127,13 +172,14 @@ def run_generate(args: argparse.Namespace) -> int:
     teacher = TeacherConfig(args.base_url, args.model, args.api_key_env, args.timeout, args.concurrency,
                             args.batch_size)
     opts = GenerateOptions(
-        out=args.out, task_names=args.tasks, mode=mode, lang=args.lang, split=args.split,
+        out=args.out, task_names=args.tasks, task_mix=args.task_mix, seed=args.seed, schema=args.schema,
+        mode=mode, lang=args.lang, split=args.split,
         samples=args.samples_per_image, limit=args.limit, ledger=args.ledger, temperature=args.temperature,
         top_p=args.top_p, max_tokens=args.max_tokens, rpm=args.rpm, tpm=args.tpm, retries=args.retries,
         backoff=args.backoff, price_in=args.price_in, price_out=args.price_out, dry_run=args.dry_run,
         referring_style=args.referring_style, images=ImageOptions(args.max_side, args.max_pixels),
         progress=False if args.no_progress else None, executor=args.executor, workers=args.workers or 1,
-        ray_address=args.ray_address)
+        ray_address=args.ray_address, report=args.report)
     summary = generate(inputs, teacher, opts)
     if not args.dry_run:
         print_summary(summary, opts, sys.stderr)
@@ -146,15 +192,18 @@ def _add_pad_boxes(sub: argparse._SubParsersAction) -> None:
                        description="Reads text on stdin and writes it to stdout with every normalized "
                                    "[x1, y1, x2, y2] box moved into LLaVA-1.5's square-padded frame of a "
                                    "WIDTH x HEIGHT image. Other bracketed numbers are left alone.")
-    p.add_argument("--width", type=_positive(float), required=True, help="image width in pixels")
-    p.add_argument("--height", type=_positive(float), required=True, help="image height in pixels")
+    p.add_argument("--width", type=_number(float, 0, True), required=True, help="image width in pixels (> 0)")
+    p.add_argument("--height", type=_number(float, 0, True), required=True, help="image height in pixels (> 0)")
+    p.add_argument("--box-rounding", choices=BOX_ROUNDINGS, default="exact",
+                   help="exact (default): fractional pixels, (long-short)/2 shift; svit: integer pixels and "
+                        "(long-short)//2, as SVIT's published LLaVA-1.5 rows")
     p.set_defaults(func=run_pad_boxes)
 
 
 def run_pad_boxes(args: argparse.Namespace) -> int:
     """`visinstruct pad-boxes` (the whole input is read first: a box may span lines)."""
-    text = sys.stdin.read()
-    sys.stdout.write(pad_boxes_in_text(text, args.width, args.height))
+    text = decode_utf8(sys.stdin.buffer.read(), "stdin")  # UTF-8 whatever the locale; bad bytes: one line
+    sys.stdout.buffer.write(pad_boxes_in_text(text, args.width, args.height, args.box_rounding).encode("utf-8"))
     return 0
 
 
@@ -174,6 +223,9 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
                                                     "(default: <output folder>/images)")
     p.add_argument("--shard-size", type=_positive(int), help="rows per parquet shard (5000) or tar shard (1000)")
     p.add_argument("--image-data", type=Path, help="svit→llava: Visual Genome image_data.json for image sizes")
+    p.add_argument("--box-rounding", choices=BOX_ROUNDINGS,
+                   help="svit→llava: svit (default) pads boxes as SVIT's published LLaVA-1.5 rows (integer "
+                        "pixels, (long-short)//2 shift); exact keeps fractional pixels and (long-short)/2")
     _add_run_args(p, "processes (local) or Ray workers for the per-record work (default 1)")
     p.set_defaults(func=run_convert)
 
@@ -183,7 +235,8 @@ def run_convert(args: argparse.Namespace) -> int:
     from .convert.run import ConvertOptions, convert
 
     opts = ConvertOptions(args.to, args.source_format, args.image_root, args.images_out, args.workers or 1,
-                          args.shard_size, args.image_data, args.executor, args.ray_address, _progress(args))
+                          args.shard_size, args.image_data, args.executor, args.ray_address, _progress(args),
+                          box_rounding=args.box_rounding, report=args.report)
     report = convert(args.input, args.output, opts)
     write_report(args.report, report)
     print(f"wrote {report['records_out']} records to {args.output} in {report['seconds']} s", file=sys.stderr)
@@ -213,10 +266,12 @@ def run_validate(args: argparse.Namespace) -> int:
     from .filters.validate import validate
 
     report = validate(args.input, args.image_root, args.check_images, args.allow_untagged, args.show, sys.stdout,
-                      args.executor, args.workers or 1, args.ray_address, _progress(args))
+                      args.executor, args.workers or 1, args.ray_address, _progress(args), report=args.report)
     write_report(args.report, report)
     if args.report:
         print(f"report: {args.report}", file=sys.stderr)
+    if report.get("error"):  # the input could not be read to its end: also the one error line on stderr
+        print(f"visinstruct: error: {report['error']}", file=sys.stderr)
     return 0 if report["valid"] else 1
 
 

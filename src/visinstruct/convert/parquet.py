@@ -21,8 +21,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..core.errors import UserError
-from ..core.io import AtomicDir, AtomicFile, inside, read_records, write_bytes
+from ..core.inputs import read_splits, record_splits
+from ..core.io import AtomicDir, AtomicFile, inside, write_bytes
 from ..core.step import Item, Step
+from .checks import check_llava, check_turns, kind, require_image
 from .files import NameBook, image_extension, safe_stem
 
 
@@ -46,14 +48,45 @@ def _open(path: Path) -> pq.ParquetFile:
     if missing:
         raise UserError(f"{path}: missing column(s) {', '.join(sorted(missing))} "
                         f"(has: {', '.join(parquet.schema_arrow.names)})")
+    _check_columns(path, parquet.schema_arrow)
     return parquet
+
+
+def _is_text(dtype: pa.DataType) -> bool:
+    return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+
+
+def _is_image(dtype: pa.DataType) -> bool:
+    """The HF `Image` feature: a struct with a binary `bytes` field."""
+    if not pa.types.is_struct(dtype) or dtype.get_field_index("bytes") < 0:
+        return False
+    data = dtype.field("bytes").type
+    return pa.types.is_binary(data) or pa.types.is_large_binary(data)
+
+
+def _is_list(dtype: pa.DataType) -> bool:
+    return pa.types.is_list(dtype) or pa.types.is_large_list(dtype)
+
+
+def _check_columns(path: Path, schema: pa.Schema) -> None:
+    """`conversations` is a list of {from, value} strings; `image` an Image struct, a list of them, or null."""
+    turns = schema.field("conversations").type
+    turn = turns.value_type if _is_list(turns) else None
+    if turn is None or not pa.types.is_struct(turn) or not all(
+            turn.get_field_index(key) >= 0 and _is_text(turn.field(key).type) for key in ("from", "value")):
+        raise UserError(f"{path}: column 'conversations' is {turns}; expected a list of {{from, value}} strings")
+    if "image" in schema.names:
+        image = schema.field("image").type
+        if not (pa.types.is_null(image) or _is_image(image) or (_is_list(image) and _is_image(image.value_type))):
+            raise UserError(f"{path}: column 'image' is {image}; expected the image struct {{bytes, path}} "
+                            "(an HF Image), a list of them, or null")
 
 
 def _image_counts(parquet: pq.ParquetFile, index: int) -> list[int]:
     """Images per row. One image per row (or none) is assumed without reading the bytes: a row without
     an image only leaves its reserved name unused. Lists of images are read to count them."""
     rows = parquet.metadata.row_group(index).num_rows
-    if "image" not in parquet.schema_arrow.names:
+    if "image" not in parquet.schema_arrow.names or pa.types.is_null(parquet.schema_arrow.field("image").type):
         return [0] * rows
     dtype = parquet.schema_arrow.field("image").type
     if not (pa.types.is_list(dtype) or pa.types.is_large_list(dtype)):
@@ -103,8 +136,9 @@ def _read_group(group: Group) -> tuple[list[dict[str, Any]], list[list[Any]], bo
         table = pq.ParquetFile(group.file).read_row_group(group.index)
     except (pa.ArrowException, OSError) as exc:
         raise UserError(f"{group.file}: row group {group.index} cannot be read ({exc})") from None
-    if "image" not in table.column_names:
-        return table.to_pylist(), [[] for _ in range(table.num_rows)], False
+    if "image" not in table.column_names or pa.types.is_null(table.schema.field("image").type):
+        plain = table.drop_columns([name for name in ("image",) if name in table.column_names])
+        return plain.to_pylist(), [[] for _ in range(table.num_rows)], False
     column = table.column("image")
     multi = pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
     images = _list_images(column) if multi else _struct_images(column)
@@ -116,6 +150,7 @@ def convert_group(group: Group) -> list[dict[str, Any]]:
     rows, images, multi = _read_group(group)
     records = []
     for offset, (row, row_images, stems) in enumerate(zip(rows, images, group.stems, strict=True)):
+        check_turns(row, f"{group.file}: row {group.first_row + offset} (id {row.get('id')!r})")
         names = []
         for data, stem in zip(row_images, stems, strict=False):
             ext = image_extension(bytes(data[:16]))
@@ -179,23 +214,53 @@ def _feature(dtype: pa.DataType) -> Any:
 
 @dataclass
 class Survey:
-    """Pass 1 over LLaVA records: how many, which extra keys, whether any has several images."""
+    """Pass 1 over LLaVA records: how many, which extra keys (and the type of each), whether any has
+    several images."""
 
     count: int = 0
     extras: tuple[str, ...] = ()
     multi_image: bool = False
+    kinds: dict[str, str] | None = None  # extra key → one JSON type (int and float together: number)
+
+
+SCALARS = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "number": pa.float64(),
+           "bool": pa.bool_()}
+
+
+def _merge_kind(key: str, seen: dict[str, tuple[str, str]], value: Any, where: str) -> None:
+    """Record the type of `value` under `key`; a second, different type is refused (a column has one)."""
+    found = kind(value)
+    if found == "null":
+        return
+    if key not in seen:
+        seen[key] = (found, where)
+        return
+    first, first_where = seen[key]
+    if found == first or (found in ("int", "float") and first == "number"):
+        return
+    if {found, first} == {"int", "float"}:
+        seen[key] = ("number", first_where)
+        return
+    raise UserError(f"{where}: key {key!r} is {found} here but {first} at {first_where}; "
+                    "a parquet column holds one type")
 
 
 def survey(src: Path) -> Survey:
     extras: dict[str, None] = {}
+    seen: dict[str, tuple[str, str]] = {}
     result = Survey()
-    for n, record in enumerate(read_records(src)):
+    for item in read_splits(record_splits(src)):
+        record = item.record
         if not isinstance(record, dict) or not isinstance(record.get("conversations"), list):
-            raise UserError(f"{src}: record {n} is not a LLaVA record (needs a 'conversations' list)")
+            raise UserError(f"{item.where}: not a LLaVA record (needs a 'conversations' list)")
         result.count += 1
         result.multi_image |= isinstance(record.get("image"), list)
-        extras.update(dict.fromkeys(k for k in record if k not in ("id", "image", "conversations")))
+        for key, value in record.items():
+            if key not in ("id", "image", "conversations"):
+                extras.setdefault(key)
+                _merge_kind(key, seen, value, item.where)
     result.extras = tuple(extras)
+    result.kinds = {key: first for key, (first, _) in seen.items()}
     return result
 
 
@@ -208,9 +273,11 @@ def _image_value(record: dict, root: Path, where: str) -> Any:
     for relative in [paths] if single else paths:
         path = inside(root, relative, where)
         try:
-            values.append({"bytes": path.read_bytes(), "path": relative})
+            data = path.read_bytes()
         except OSError as exc:
             raise UserError(f"{where}: cannot read image {path} ({exc.strerror or exc})") from None
+        require_image(data, path, where)
+        values.append({"bytes": data, "path": relative})
     return values[0] if single else values
 
 
@@ -231,26 +298,57 @@ class ShardWriter:
             return self.out
         return self.folder / f"train-{index:05d}-of-{self.shards:05d}.parquet"
 
-    def _schema(self, columns: dict[str, list]) -> pa.Schema:
+    def _schema(self, columns: dict[str, list], wheres: list[str]) -> pa.Schema:
         image = pa.list_(IMAGE_STRUCT) if self.survey.multi_image else IMAGE_STRUCT
         fields = [("id", pa.string()), ("image", image), ("conversations", CONVERSATIONS)]
+        kinds = self.survey.kinds or {}
         for key in self.survey.extras:
-            inferred = pa.array(columns[key]).type
-            fields.append((key, pa.string() if pa.types.is_null(inferred) else inferred))
+            dtype = SCALARS.get(kinds.get(key, "null"))
+            if dtype is None:  # lists and objects: the type arrow infers from the first shard
+                dtype = _infer(key, columns[key], wheres)
+            fields.append((key, pa.string() if pa.types.is_null(dtype) else dtype))
         schema = pa.schema(fields)
         features = {field.name: _feature(field.type) for field in schema}
         return schema.with_metadata({"huggingface": json.dumps({"info": {"features": features}})})
 
-    def write(self, columns: dict[str, list]) -> None:
-        self.schema = self.schema or self._schema(columns)
+    def write(self, columns: dict[str, list], wheres: list[str]) -> None:
+        self.schema = self.schema or self._schema(columns, wheres)
         try:
             table = pa.Table.from_pydict(columns, schema=self.schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise UserError(f"shard {self.written}: a column's values do not match the first shard's types "
-                            f"({exc})") from None
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            raise _misfit(self.schema, columns, wheres, exc) from None
         with AtomicFile(self.path(self.written)) as handle:
             pq.write_table(table, handle, row_group_size=min(1000, max(1, table.num_rows)))
         self.written += 1
+
+
+def _infer(key: str, values: list, wheres: list[str]) -> pa.DataType:
+    """Arrow's type for a column of lists or objects; values of different shapes name the record."""
+    try:
+        return pa.array(values).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+        first = None
+        for value, where in zip(values, wheres, strict=True):
+            try:
+                dtype = pa.array([value]).type
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as bad:
+                raise UserError(f"{where}: key {key!r} cannot be stored in parquet ({bad})") from None
+            if value is not None and first is not None and dtype != first[0]:
+                raise UserError(f"{where}: key {key!r} has another shape than at {first[1]} "
+                                "(a parquet column holds one type)") from None
+            first = first or ((dtype, where) if value is not None else None)
+        raise UserError(f"{wheres[0]}: key {key!r} cannot be stored in parquet ({exc})") from None
+
+
+def _misfit(schema: pa.Schema, columns: dict[str, list], wheres: list[str], exc: Exception) -> UserError:
+    """The first value that does not fit its column's type, named by its record."""
+    for field in schema:
+        for value, where in zip(columns[field.name], wheres, strict=True):
+            try:
+                pa.array([value], type=field.type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as bad:
+                return UserError(f"{where}: key {field.name!r} does not fit the column type {field.type} ({bad})")
+    return UserError(f"{wheres[0] if wheres else 'the first record'}: a value does not fit its column ({exc})")
 
 
 class ReadImagesStep(Step):
@@ -266,7 +364,7 @@ class ReadImagesStep(Step):
     def process(self, items: list[Item]) -> list[Item]:
         for item in items:
             record = item.record
-            where = f"{item.where} (id {record.get('id')!r})"
+            where = check_llava(record, item.where)
             value = _image_value(record, self.root, where)
             item.extra = {"image": [value] if self.multi and isinstance(value, dict) else value}
         return items
@@ -282,6 +380,7 @@ class ParquetSink:
         self.keys = ("id", "image", "conversations", *found.extras)
         self.shard_size, self.found, self.count = shard_size, found, 0
         self.columns: dict[str, list] = {k: [] for k in self.keys}
+        self.wheres: list[str] = []
         self.folder = None if self.writer.single_file else AtomicDir(out)
 
     def __enter__(self) -> ParquetSink:
@@ -307,11 +406,12 @@ class ParquetSink:
         self.columns["conversations"].append(record["conversations"])
         for key in self.found.extras:
             self.columns[key].append(record.get(key))
+        self.wheres.append(f"{item.where} (id {record.get('id')!r})")
         self.count += 1
         if len(self.columns["id"]) == self.shard_size:
             self.flush()
 
     def flush(self) -> None:
         if self.columns["id"]:
-            self.writer.write(self.columns)
-            self.columns = {k: [] for k in self.keys}
+            self.writer.write(self.columns, self.wheres)
+            self.columns, self.wheres = {k: [] for k in self.keys}, []

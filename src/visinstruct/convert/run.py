@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from ..core.errors import UserError
 from ..core.inputs import Split, parquet_files, record_splits
-from ..core.io import RecordWriter, read_records
+from ..core.io import RecordWriter, check_paths, read_records
 from ..core.report import Progress, Tally, make_report
 from ..core.step import Item, Step, check_pipeline
 from ..exec import make_executor
@@ -37,6 +37,8 @@ class ConvertOptions:
     executor: str = "local"
     ray_address: str | None = None
     progress: bool | None = None
+    box_rounding: str | None = None  # svit → llava only: "svit" (default) or "exact"
+    report: Path | None = None  # where the caller writes the report: checked against the inputs here
 
 
 class Sink(Protocol):
@@ -70,6 +72,8 @@ def detect(path: Path) -> str:
     """The input's format, from its extension and its first record."""
     if not path.exists():
         raise UserError(f"{path}: not found")
+    if path.is_dir() and path.suffix.lower() in (".json", ".jsonl"):
+        raise UserError(f"{path}: is a folder, expected a {path.suffix.lower()} file")
     if path.is_dir() or path.suffix.lower() == ".parquet":
         return "parquet"
     if path.suffix.lower() not in (".json", ".jsonl"):
@@ -80,7 +84,8 @@ def detect(path: Path) -> str:
     if "messages" in first:
         return "messages"
     conversations = first.get("conversations")
-    if "image_id" in first and isinstance(conversations, list) and conversations and "content" in conversations[0]:
+    if "image_id" in first and isinstance(conversations, list) and conversations \
+            and isinstance(conversations[0], dict) and "content" in conversations[0]:
         return "svit"
     if isinstance(conversations, list):
         return "llava"
@@ -107,8 +112,7 @@ def route(src: Path, out: Path, source: str, opts: ConvertOptions) -> tuple[list
     root = opts.image_root or src.parent
     parts = opts.workers * 4
     if source == "parquet":
-        images_out = opts.images_out or out.parent / "images"
-        images_out.mkdir(parents=True, exist_ok=True)
+        images_out = opts.images_out or out.parent / "images"  # made by the first image write, not before
         splits = [GroupSplit([group]) for group in plan(parquet_files(src), images_out)]
         return splits, [ParquetGroupStep()], RecordSink(out)
     if opts.to == "parquet":
@@ -120,7 +124,7 @@ def route(src: Path, out: Path, source: str, opts: ConvertOptions) -> tuple[list
     if opts.to == "wds":
         return record_splits(src, parts=parts), [WdsFilesStep(root)], TarSink(out, opts.shard_size or 1000)
     if source == "svit":
-        step = SvitStep(svit_sizes(opts.image_data, opts.image_root))
+        step = SvitStep(svit_sizes(opts.image_data, opts.image_root), opts.box_rounding or "svit")
         return record_splits(src, parts=parts), [step], RecordSink(out)
     function = llava_to_messages if opts.to == "messages" else messages_to_llava
     return record_splits(src, parts=parts), [MapStep(f"{source}_to_{opts.to}", function)], RecordSink(out)
@@ -129,10 +133,15 @@ def route(src: Path, out: Path, source: str, opts: ConvertOptions) -> tuple[list
 def convert(src: Path, out: Path, opts: ConvertOptions) -> dict[str, Any]:
     """Run one conversion; returns the report (`records_out`: records, rows or samples written)."""
     started = time.perf_counter()
+    check_paths({"the input": src, "--image-root": opts.image_root, "--image-data": opts.image_data},
+                {"the output": out, "--report": opts.report},
+                folders=frozenset({"the output"}) if opts.to in ("parquet", "wds") else frozenset())
     source = opts.source_format or detect(src)
     if (source, opts.to) not in ROUTES:
         routes = ", ".join(f"{a}→{b}" for a, b in sorted(ROUTES))
         raise UserError(f"no conversion from {source} to {opts.to} (available: {routes})")
+    if opts.box_rounding and source != "svit":
+        raise UserError("--box-rounding applies to svit → llava only")
     executor = make_executor(opts.executor, opts.workers, opts.ray_address)
     splits, steps, sink = route(src, out, source, opts)
     check_pipeline(steps)

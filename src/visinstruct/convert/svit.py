@@ -2,8 +2,10 @@
 
 A row is `{"image_id", "conversations": [{"content": [{"from": "user"|"gpt", "value"}]}]}` with several
 conversations per image. Each conversation becomes one record: roles mapped, `<image>\\n` before the
-first question; in referring conversations (`<st>…<ed>` markup) the tags are removed, every box is moved
-into the square-padded frame and each question gets a response-format instruction.
+first question; in referring conversations (`<st>…<ed>` markup in any turn) the tags are removed, every
+box is moved into the square-padded frame and each question gets one of SVIT's three response-format
+instructions, as in SVIT's published `format/llava-v1.5` rows. Boxes are padded with SVIT's own
+rounding by default (integer pixels, `//` 2 shift) or with exact arithmetic (`rounding="exact"`).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from typing import Any
 
 from PIL import Image
 
+from ..core.boxes import BOX_ROUNDINGS
 from ..core.errors import UserError
 from ..core.io import stream_items
 from ..core.records import IMAGE_TOKEN, vg_image_file_name
-from ..core.referring import format_instruction, to_llava15
+from ..core.referring import INSTRUCTION_SEPARATOR, svit_instruction, to_llava15
 from ..core.step import Item, Step
 
 ROLES = {"user": "human", "human": "human", "gpt": "gpt", "assistant": "gpt"}
@@ -64,7 +67,17 @@ def _turns(conversation: Any, where: str) -> list[dict[str, str]]:
     return turns
 
 
-def convert_row(row: dict[str, Any], info: ImageInfo, where: str) -> Iterator[dict[str, Any]]:
+def to_referring_llava15(turns: list[dict[str, str]], record_id: str, width: float, height: float,
+                         rounding: str) -> None:
+    """In place: tags removed, boxes padded, and an SVIT instruction after every question."""
+    for i, turn in enumerate(turns):
+        turn["value"] = to_llava15(turn["value"], width, height, rounding)
+        if turn["from"] == "human":
+            turn["value"] += INSTRUCTION_SEPARATOR + svit_instruction(record_id, i // 2)
+
+
+def convert_row(row: dict[str, Any], info: ImageInfo, where: str,
+                rounding: str = "svit") -> Iterator[dict[str, Any]]:
     """The LLaVA-1.5 records of one SVIT row."""
     file, width, height = info
     extras = {k: v for k, v in row.items() if k not in ("image_id", "conversations")}
@@ -72,10 +85,7 @@ def convert_row(row: dict[str, Any], info: ImageInfo, where: str) -> Iterator[di
         record_id = f"{row['image_id']}_{k}"
         turns = _turns(conversation, f"{where}, conversation {k}")
         if any("<st>" in t["value"] for t in turns):
-            for i, turn in enumerate(turns):
-                turn["value"] = to_llava15(turn["value"], width, height)
-                if turn["from"] == "human":
-                    turn["value"] += " " + format_instruction("en", record_id, i // 2)
+            to_referring_llava15(turns, record_id, width, height, rounding)
         if not turns[0]["value"].startswith(IMAGE_TOKEN):
             turns[0]["value"] = f"{IMAGE_TOKEN}\n{turns[0]['value']}"
         more = {key: v for key, v in conversation.items() if key != "content"}
@@ -87,9 +97,11 @@ class SvitStep(Step):
 
     name = "svit_to_llava"
 
-    def __init__(self, sizes: dict[str, ImageInfo]) -> None:
+    def __init__(self, sizes: dict[str, ImageInfo], rounding: str = "svit") -> None:
         super().__init__()
-        self.sizes = sizes
+        if rounding not in BOX_ROUNDINGS:
+            raise UserError(f"unknown box rounding {rounding!r}; choose from {', '.join(BOX_ROUNDINGS)}")
+        self.sizes, self.rounding = sizes, rounding
 
     def process(self, items: list[Item]) -> list[Item]:
         out = []
@@ -101,7 +113,7 @@ class SvitStep(Step):
             if info is None:
                 raise UserError(f"{item.where}: no size known for image {row['image_id']!r}")
             out += [Item(item.index, record, item.where)
-                    for record in convert_row(row, info, f"{item.where} (image {row['image_id']})")]
+                    for record in convert_row(row, info, f"{item.where} (image {row['image_id']})", self.rounding)]
         return out
 
 

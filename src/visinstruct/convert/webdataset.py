@@ -14,7 +14,8 @@ from ..core.errors import UserError
 from ..core.io import AtomicDir, AtomicFile, inside
 from ..core.records import images_of
 from ..core.step import Item, Step
-from .files import NameBook, image_extension, safe_stem
+from .checks import check_llava, require_image
+from .files import NameBook, safe_stem
 
 
 def _member(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
@@ -67,7 +68,7 @@ class WdsFilesStep(Step):
     def process(self, items: list[Item]) -> list[Item]:
         for item in items:
             record = item.record
-            where = f"{item.where} (id {record.get('id')!r})"
+            where = check_llava(record, item.where)
             paths = images_of(record)
             files = [_image_file(inside(self.root, relative, where), where, k if len(paths) > 1 else None)
                      for k, relative in enumerate(paths)]
@@ -110,7 +111,5 @@ def _image_file(path: Path, where: str, index: int | None) -> tuple[str, Any]:
         data = path.read_bytes()
     except OSError as exc:
         raise UserError(f"{where}: cannot read image {path} ({exc.strerror or exc})") from None
-    ext = image_extension(data)
-    if ext is None:
-        raise UserError(f"{where}: {path} is not a known image format")
+    ext = require_image(data, path, where)
     return (ext[1:] if index is None else f"{index}{ext}"), data

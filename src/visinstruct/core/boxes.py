@@ -1,13 +1,18 @@
 """Boxes inside text: find `[x1, y1, x2, y2]` (normalized), move them into LLaVA-1.5's square-padded frame.
 
 LLaVA-1.5 pads an image to a square with the image centred on the long side (`expand2square`). A box
-normalized to the original image is mapped to pixels, shifted on the short axis by (long - short) / 2,
-and divided by the long side. Every box is transformed exactly once (one pass over the text); lists
-that are not boxes (not 4 numbers, numbers outside [0, 1], or x1 > x2 / y1 > y2) are left as they are.
+normalized to the original image is mapped to pixels, shifted on the short axis by the padding and
+divided by the long side. Two roundings of that arithmetic exist:
+- `exact`: pixels stay fractional and the shift is (long - short) / 2;
+- `svit`: what SVIT's `tools/expand_to_square.py` did for its published LLaVA-1.5 rows: pixels rounded
+  to integers first (Python's `round`, ties to even), the shift is (long - short) // 2.
+Both end with 3 decimals. Every box is transformed exactly once (one pass over the text); lists that
+are not boxes (not 4 numbers, numbers outside [0, 1], or x1 > x2 / y1 > y2) are left as they are.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
@@ -27,8 +32,8 @@ def format_box(values: list[float]) -> str:
 
 
 def _check_size(width: float, height: float) -> None:
-    if not (width > 0 and height > 0):
-        raise ValueError(f"image size must be positive, got {width} x {height}")
+    if not (0 < width < math.inf and 0 < height < math.inf):  # NaN fails both comparisons
+        raise ValueError(f"image size must be finite and positive, got {width} x {height}")
 
 
 def pad_box(box: list[float], width: float, height: float, digits: int = 3) -> list[float]:
@@ -39,6 +44,26 @@ def pad_box(box: list[float], width: float, height: float, digits: int = 3) -> l
     dx, dy = (side - width) / 2, (side - height) / 2
     pixels = [x1 * width + dx, y1 * height + dy, x2 * width + dx, y2 * height + dy]
     return [round(v / side, digits) for v in pixels]
+
+
+def pad_box_svit(box: list[float], width: float, height: float, digits: int = 3) -> list[float]:
+    """`pad_box` with SVIT's integer pixels: each coordinate rounded to a pixel, shift (long - short) // 2."""
+    _check_size(width, height)
+    side = max(width, height)
+    dx, dy = (side - width) // 2, (side - height) // 2
+    x1, y1, x2, y2 = (round(v * size) for v, size in zip(box, (width, height, width, height), strict=True))
+    return [round(v / side, digits) for v in (x1 + dx, y1 + dy, x2 + dx, y2 + dy)]
+
+
+PADDERS: dict[str, Callable[[list[float], float, float], list[float]]] = {"exact": pad_box, "svit": pad_box_svit}
+BOX_ROUNDINGS = tuple(PADDERS)
+
+
+def padder(rounding: str) -> Callable[[list[float], float, float], list[float]]:
+    """The box padding function of a rounding name (`exact` or `svit`)."""
+    if rounding not in PADDERS:
+        raise ValueError(f"unknown box rounding {rounding!r}; choose from {', '.join(BOX_ROUNDINGS)}")
+    return PADDERS[rounding]
 
 
 def unpad_box(box: list[float], width: float, height: float) -> list[float]:
@@ -58,10 +83,11 @@ def map_boxes(text: str, transform: Callable[[list[float]], list[float]]) -> str
     return BOX_PATTERN.sub(replace, text)
 
 
-def pad_boxes_in_text(text: str, width: float, height: float) -> str:
+def pad_boxes_in_text(text: str, width: float, height: float, rounding: str = "exact") -> str:
     """Every box in `text` moved into the square-padded frame of a `width` x `height` image."""
     _check_size(width, height)
-    return map_boxes(text, lambda box: pad_box(box, width, height))
+    pad = padder(rounding)
+    return map_boxes(text, lambda box: pad(box, width, height))
 
 
 def find_boxes(text: str) -> list[list[float]]:

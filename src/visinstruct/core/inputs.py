@@ -79,9 +79,12 @@ def _image_paths(value: Any) -> Any:
 
 def parquet_files(path: Path) -> list[Path]:
     """One parquet file, or every parquet file under a folder (sorted: shard order)."""
-    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    if path.is_dir() and path.suffix.lower() in (".json", ".jsonl"):
+        raise UserError(f"{path}: is a folder, expected a {path.suffix.lower()} file")
+    files = sorted(p for p in path.rglob("*.parquet") if p.is_file()) if path.is_dir() else [path]
     if not files or not files[0].exists():
-        raise UserError(f"{path}: no parquet file found")
+        where = "in this folder (expected .parquet shards)" if path.is_dir() else "found"
+        raise UserError(f"{path}: no parquet file {where}")
     return files
 
 

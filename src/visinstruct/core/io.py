@@ -5,9 +5,11 @@ and the one path-safety check. Every stage reads and writes through here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ import orjson
 from .errors import UserError
 
 RECORD_SUFFIXES = (".json", ".jsonl")
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, which some editors write first: skipped by every reader
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -197,6 +200,8 @@ def shard_name(stem: str, rank: int, world: int, suffix: str) -> str:
 # ---- readers -------------------------------------------------------------------------------------------
 
 def _open(path: Path) -> IO[bytes]:
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected a file")
     try:
         return path.open("rb")
     except FileNotFoundError:
@@ -222,11 +227,31 @@ def read_jsonl(path: Path, start: int = 0, end: int | None = None,
             if not line:
                 return
             line_no += 1
+            if line_no == 1 and line.startswith(BOM):
+                line = line[len(BOM):]
             if line.strip():
                 try:
                     yield line_no, orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
-                    raise UserError(f"{path}:{line_no}: not valid JSON ({exc})") from None
+                    raise _line_error(f"{path}:{line_no}", line, exc) from None
+
+
+def _line_error(where: str, line: bytes, exc: Exception) -> UserError:
+    """A bad JSONL line: invalid UTF-8 (with the byte) or invalid JSON (with orjson's reason)."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return UserError(f"{where}: not valid JSON: invalid UTF-8 at byte {bad.start + 1} of the line")
+    return UserError(f"{where}: not valid JSON ({exc})")
+
+
+def decode_utf8(data: bytes, name: str) -> str:
+    """`data` as text; bytes that are not UTF-8 are a one-line error naming `name`, the line and the byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        line = data.count(b"\n", 0, bad.start) + 1
+        raise UserError(f"{name}: not valid UTF-8 (line {line}, byte {bad.start + 1})") from None
 
 
 def newlines_before(path: Path, offsets: list[int]) -> list[int]:
@@ -247,11 +272,12 @@ def newlines_before(path: Path, offsets: list[int]) -> list[int]:
 def read_json_list(path: Path) -> Iterator[Any]:
     """The items of a top-level JSON list, streamed with ijson (memory does not grow with the file)."""
     with _open(path) as handle:
-        head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+        start = _skip_bom(handle)
+        head = handle.read(4096).lstrip(b" \t\r\n")
         if head[:1] != b"[":
             raise UserError(f"{path}: the top level is not a JSON list of records "
                             f"(starts with {head[:20].decode('utf-8', 'replace')!r}); use .jsonl for one per line")
-        handle.seek(0)
+        handle.seek(start)
         count = 0
         try:
             for item in ijson.items(handle, "item", use_float=True):
@@ -259,8 +285,23 @@ def read_json_list(path: Path) -> Iterator[Any]:
                 count += 1
         except (ijson.JSONError, UnicodeDecodeError) as exc:
             where = f" near byte {handle.tell():,}" if not handle.closed else ""
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UserError(f"{path}: not valid JSON after {count} records{where} ({first})") from None
+            raise UserError(f"{path}: not valid JSON after {count} records{where} ({_reason(exc)})") from None
+
+
+def _skip_bom(handle: IO[bytes]) -> int:
+    """Move past a UTF-8 byte order mark at the start of the file; returns where the JSON starts."""
+    if handle.read(len(BOM)) == BOM:
+        return len(BOM)
+    handle.seek(0)
+    return 0
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of a parser's message (yajl's comes as bytes, with a multi-line excerpt)."""
+    raw = exc.args[0] if exc.args else ""
+    text = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)).strip()
+    reason = text.splitlines()[0] if text else type(exc).__name__
+    return reason.replace("UTF8", "UTF-8")
 
 
 def read_records(path: Path) -> Iterator[Any]:
@@ -272,8 +313,11 @@ def read_records(path: Path) -> Iterator[Any]:
 
 def read_json(path: Path) -> Any:
     """A whole JSON document (an annotation file), with a one-line error naming the file."""
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected a file")
     try:
-        return orjson.loads(path.read_bytes())
+        data = path.read_bytes()
+        return orjson.loads(data[len(BOM):] if data.startswith(BOM) else data)
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
     except OSError as exc:
@@ -285,13 +329,14 @@ def read_json(path: Path) -> Any:
 def stream_items(path: Path, prefix: str = "item") -> Iterator[Any]:
     """The items under `prefix` of a large JSON document, streamed; errors name the file and the item."""
     with _open(path) as handle:
+        _skip_bom(handle)
         count = 0
         try:
             for item in ijson.items(handle, prefix, use_float=True):
                 yield item
                 count += 1
         except (ijson.JSONError, UnicodeDecodeError) as exc:
-            raise UserError(f"{path}: not valid JSON after entry {count} ({exc})") from None
+            raise UserError(f"{path}: not valid JSON after entry {count} ({_reason(exc)})") from None
 
 
 # ---- paths ---------------------------------------------------------------------------------------------
@@ -307,16 +352,85 @@ def safe_relative(relative: Any) -> Path | None:
 
 
 def inside(root: Path, relative: Any, where: str) -> Path:
-    """`root / relative`, refusing absolute paths and paths that climb out of the root."""
+    """`root / relative`, refusing absolute paths, paths that climb out of the root, and paths that leave
+    it through a symbolic link (resolved here, links inside the root are fine)."""
     candidate = safe_relative(relative)
     if candidate is None:
         if not isinstance(relative, str) or not relative:
             raise UserError(f"{where}: image path must be a non-empty string, got {relative!r}")
         raise UserError(f"{where}: image path {relative!r} escapes the image root (absolute or '..')")
-    return root / candidate
+    path = root / candidate
+    if not stays_inside(root, candidate):
+        raise UserError(f"{where}: image path {relative!r} escapes the image root through a symbolic link "
+                        f"(to {os.path.realpath(path)})")
+    return path
+
+
+def stays_inside(root: Path, relative: Path) -> bool:
+    """True when `root / relative` (a `safe_relative` path), symbolic links resolved, is still under `root`.
+    Resolving is done only when a part below the root is a link: a plain path costs one lstat per part."""
+    current = str(root)
+    for part in relative.parts:
+        current = os.path.join(current, part)
+        try:
+            if not stat.S_ISLNK(os.lstat(current).st_mode):
+                continue
+        except OSError:
+            return True  # a missing part leads nowhere; reading the file fails with its own message
+        real_root = _real_root(str(root))
+        real = os.path.realpath(os.path.join(real_root, relative))
+        return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+    return True
+
+
+@functools.lru_cache(maxsize=16)
+def _real_root(root: str) -> str:
+    return os.path.realpath(root)
 
 
 def remove_quietly(path: Path) -> None:
     """Delete a file if it is there (cleanup paths must never raise)."""
     with contextlib.suppress(OSError):
         path.unlink()
+
+
+def _same(a: Path, b: Path) -> bool:
+    """True when both paths name one file (or one future file): same resolved path, or same inode."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def _covers(folder: Path, path: Path) -> bool:
+    """True when `path` lies inside `folder` (an output folder that would be replaced whole)."""
+    return folder.resolve() in path.resolve().parents
+
+
+def check_paths(inputs: dict[str, Path | None], outputs: dict[str, Path | None],
+                folders: frozenset[str] = frozenset()) -> None:
+    """Refuse an output that is one of the inputs (or holds one, for output folders) and two outputs at one path.
+
+    `inputs`/`outputs` map a flag name (for the message) to its path; None entries are ignored. `folders` names
+    the outputs that are folders replaced whole.
+    """
+    ins = [(name, path) for name, path in inputs.items() if path is not None]
+    outs = [(name, path) for name, path in outputs.items() if path is not None]
+    for name, out in outs:
+        for in_name, path in ins:
+            what = f"the input {in_name}" if in_name.startswith("-") else in_name  # a flag, or "the input"
+            if _same(out, path):
+                raise UserError(f"{out}: {name} would overwrite {what} ({path}); choose another output path")
+            if name in folders and _covers(out, path):
+                raise UserError(f"{out}: {name} is a folder holding {what} ({path}) and would be replaced "
+                                "whole; choose another output path")
+    for i, (name, out) in enumerate(outs):
+        for other_name, other in outs[i + 1:]:
+            if _same(out, other) or (name in folders and _covers(out, other)) or (
+                    other_name in folders and _covers(other, out)):
+                raise UserError(f"{out}: {name} and {other_name} name the same path; give each its own")
+    for name, out in outs:
+        if name not in folders and out.is_dir():
+            raise UserError(f"{out}: {name} is a folder; give a file path")

@@ -2,7 +2,9 @@
 
 `native` keeps the markup as the teacher wrote it, once checked; `llava15` removes `<st>`/`<ed>` and
 moves every box into the square-padded frame, as LLaVA-1.5 trains on them, with a response-format
-instruction after each question (the instructions live here: generation and SVIT conversion share them).
+instruction after each question. The instructions live here: this project's own (generation, three
+languages) and the three SVIT's published LLaVA-1.5 rows use (SVIT conversion). One is drawn per
+question by a seed from the record id and the turn, so a conversion gives the same text on every run.
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ FORMAT_INSTRUCTIONS = {
            "请简要回答，并为每个提到的物体标出边框。", "指出图中的物体时，请以 [x1, y1, x2, y2] 的形式附上它的边框。"),
 }
 
+# SVIT's `format/llava-v1.5` rows: one of these, sampled per question, after each referring question.
+SVIT_INSTRUCTIONS = ("Provide the bounding boxes of the mentioned objects.",
+                     "Include the coordinates for each mentioned object.",
+                     "Locate the objects with their coordinates.")
+# Between a referring question and its SVIT instruction. SVIT's card says only that the instruction is
+# appended; a space, as this project appends its own instructions (see README, `convert`).
+INSTRUCTION_SEPARATOR = " "
+
 
 class MarkupError(ValueError):
     """Referring markup that is broken; the message says where."""
@@ -36,10 +46,20 @@ def seeded_index(key: str, n: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % n
 
 
-def format_instruction(lang: str, record_id: str, turn: int) -> str:
-    """The response-format instruction for turn `turn` of a record, drawn by a seed from its id."""
-    choices = FORMAT_INSTRUCTIONS[lang]
+def pick_instruction(choices: tuple[str, ...], record_id: str, turn: int) -> str:
+    """One of `choices` for question `turn` of a record, drawn by a seed from its id and the turn."""
     return choices[seeded_index(f"{record_id}:{turn}", len(choices))]
+
+
+def format_instruction(lang: str, record_id: str, turn: int) -> str:
+    """This project's response-format instruction in `lang` for question `turn` of a record."""
+    return pick_instruction(FORMAT_INSTRUCTIONS[lang], record_id, turn)
+
+
+def svit_instruction(record_id: str, turn: int) -> str:
+    """One of SVIT's three response-format instructions for question `turn` of a record."""
+    return pick_instruction(SVIT_INSTRUCTIONS, record_id, turn)
+
 
 _TAG = re.compile(r"<st>|<ed>")
 _BRACKETS = re.compile(r"\[([^\[\]]*)\]")
@@ -97,6 +117,6 @@ def check_pairs(pairs: list[tuple[str, str]]) -> None:
         raise MarkupError("no <st>…<ed> object reference with a box in the reply")
 
 
-def to_llava15(text: str, width: float, height: float) -> str:
-    """Tags removed, boxes in the square-padded frame."""
-    return pad_boxes_in_text(text.replace("<st>", "").replace("<ed>", ""), width, height)
+def to_llava15(text: str, width: float, height: float, rounding: str = "exact") -> str:
+    """Tags removed, boxes in the square-padded frame (`rounding`: `exact` or `svit`, see core.boxes)."""
+    return pad_boxes_in_text(text.replace("<st>", "").replace("<ed>", ""), width, height, rounding)

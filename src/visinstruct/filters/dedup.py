@@ -1,4 +1,5 @@
-"""Duplicates: exact (normalised text + image) and image (perceptual hash); near duplicates are in minhash.py.
+"""Duplicates: exact (normalised text + image, or a substantive conversation on any image) and image
+(perceptual hash); near duplicates are in minhash.py.
 
 The first occurrence is kept; later ones are rejected with the id of the record they repeat. These stages
 keep state across records, so they run in the main process, in input order.
@@ -14,11 +15,28 @@ from typing import Any
 
 from .base import Reject, Verdict
 
+# A conversation is substantive (the same one on another image is a teacher failure, not a coincidence) when
+# its answers hold at least SUBSTANTIVE_CHARS characters in all, or at least two of them hold ANSWER_CHARS
+# each (whitespace collapsed, `<image>` removed). "Yes." or "Two." (even several of them) stay below.
+SUBSTANTIVE_CHARS = 100
+ANSWER_CHARS = 25
+
 
 def conversation_text(record: dict[str, Any]) -> str:
     """All turn values, lower-cased with whitespace collapsed, `<image>` tokens removed."""
     text = " ".join(t["value"] for t in record["conversations"]).replace("<image>", " ")
     return " ".join(text.split()).lower()
+
+
+def substantive(record: dict[str, Any]) -> bool:
+    """Whether the record's answers are long enough that repeating them on another image is not chance."""
+    lengths = [len(" ".join(t["value"].replace("<image>", " ").split()))
+               for t in record["conversations"] if t.get("from") == "gpt"]
+    return sum(lengths) >= SUBSTANTIVE_CHARS or sum(n >= ANSWER_CHARS for n in lengths) >= 2
+
+
+def _digest(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
 
 
 class DigestTable:
@@ -33,22 +51,33 @@ class DigestTable:
         self.capacity, self.size = capacity, 0
         self.slots = bytearray(self._SLOT.size * capacity)
 
-    def get_or_add(self, digest: int, number: int) -> int | None:
-        """The number stored with `digest`, or None after storing `number` with it."""
-        digest |= 1  # 0 marks an empty slot
+    def _probe(self, digest: int) -> tuple[int, int | None]:
+        """(the slot holding `digest`, or the empty slot where it would go; the number stored or None)."""
         mask, width, slots = self.capacity - 1, self._SLOT.size, self.slots
         index = digest & mask
         while True:
             found, stored = self._SLOT.unpack_from(slots, index * width)
             if found == 0:
-                self._SLOT.pack_into(slots, index * width, digest, number)
-                self.size += 1
-                if self.size * 10 > self.capacity * 7:
-                    self._grow()
-                return None
+                return index, None
             if found == digest:
-                return stored
+                return index, stored
             index = (index + 1) & mask
+
+    def get(self, digest: int) -> int | None:
+        """The number stored with `digest`, or None."""
+        return self._probe(digest | 1)[1]
+
+    def get_or_add(self, digest: int, number: int) -> int | None:
+        """The number stored with `digest`, or None after storing `number` with it."""
+        digest |= 1  # 0 marks an empty slot
+        index, stored = self._probe(digest)
+        if stored is not None:
+            return stored
+        self._SLOT.pack_into(self.slots, index * self._SLOT.size, digest, number)
+        self.size += 1
+        if self.size * 10 > self.capacity * 7:
+            self._grow()
+        return None
 
     def _grow(self) -> None:
         old, width = self.slots, self._SLOT.size
@@ -61,21 +90,30 @@ class DigestTable:
 
 
 class ExactDedup:
-    """Same image and same normalised conversation text; memory ~25 bytes per distinct record."""
+    """Same image and same normalised conversation text (`exact_duplicate`), or the same substantive
+    conversation on another image (`same_conversation`: the teacher ignored the scene). Memory: ~25 bytes
+    per kept record in each of the two digest tables, plus its id."""
 
     name = "dedup"
 
     def __init__(self) -> None:
-        self.table = DigestTable()
+        self.pairs = DigestTable()  # image + text
+        self.texts = DigestTable()  # text alone, substantive conversations only
         self.ids = bytearray()
         self.offsets = array("Q", [0])
 
     def check(self, record: dict[str, Any]) -> Verdict:
-        key = f"{record.get('image')!r}\x00{conversation_text(record)}".encode()
-        digest = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
-        first = self.table.get_or_add(digest, len(self.offsets) - 1)
+        text = conversation_text(record)
+        pair = _digest(f"{record.get('image')!r}\x00{text}")
+        first = self.pairs.get(pair)
         if first is not None:
             return Reject(f"exact_duplicate: same as {self._id(first)}")
+        number = len(self.offsets) - 1
+        if substantive(record):
+            first = self.texts.get_or_add(_digest(text), number)
+            if first is not None:
+                return Reject(f"same_conversation: same whole conversation as {self._id(first)}, another image")
+        self.pairs.get_or_add(pair, number)
         self.ids += str(record.get("id")).encode()
         self.offsets.append(len(self.ids))
         return None

@@ -37,6 +37,7 @@ REFUSAL_TRIGGERS = ("as an ai", "language model", "unable to", "not able to", "c
                     "cannot view", "sorry, but", "как ии", "искусственный интеллект", "языковая модель", "не могу",
                     "не вижу", "作为", "无法", "不能", "看不到")
 COORDINATES = re.compile(r"\[\s*(?:0?\.\d+|[01](?:\.0+)?)\s*,\s*(?:0?\.\d+|[01](?:\.0+)?)\s*,")
+LOOP_WINDOW = 20_000  # characters at the end of an answer that the repetition rule looks at
 ENDINGS = (".", "!", "?", "…", "。", "！", "？", ")", "\"", "»", "”", "」", "』", "）", "*", "`")
 
 @dataclass
@@ -50,6 +51,7 @@ class Limits:
 
 
 def _loop(text: str, lang: str) -> str | None:
+    text = text[-LOOP_WINDOW:]  # a loop runs to the end of the answer; memory stays bounded
     units = list(text.replace(" ", "")) if lang == "zh" else text.lower().split()
     size = 6 if lang == "zh" else 3
     if len(units) < size * 4:
@@ -74,11 +76,14 @@ class HeuristicsFilter:
         self.rules: list[tuple[str, Callable[[str, str, dict, str], str | None]]] = [
             ("refusal", self._refusal), ("annotation_source", self._source), ("coordinates", self._coordinates),
             ("wrong_script", self._script), ("repetition_loop", self._repetition), ("too_short", self._short),
-            ("too_long", self._long), ("truncated_ending", self._truncated)]
+            ("truncated_ending", self._truncated)]
 
     def check(self, record: dict[str, Any]) -> Verdict:
         lang = record.get("lang") or self.default_lang
         for text in gpt_texts(record):
+            too_long = self._long(text)
+            if too_long:  # first: the other rules never see (or copy) an answer over the cap
+                return Reject(f"too_long: {too_long}")
             lower = text.lower()
             for name, rule in self.rules:
                 found = rule(text, lang, record, lower)
@@ -120,7 +125,7 @@ class HeuristicsFilter:
         return f"answer of {size} characters (< {self.limits.min_answer_chars})" \
             if size < self.limits.min_answer_chars else None
 
-    def _long(self, text: str, lang: str, record: dict, lower: str) -> str | None:
+    def _long(self, text: str) -> str | None:
         size = len(text)
         return f"answer of {size} characters (> {self.limits.max_answer_chars})" \
             if size > self.limits.max_answer_chars else None

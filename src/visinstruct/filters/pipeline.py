@@ -17,7 +17,7 @@ from typing import Any
 from ..core.deps import require
 from ..core.errors import UserError
 from ..core.inputs import record_splits
-from ..core.io import RecordWriter
+from ..core.io import RecordWriter, check_paths
 from ..core.report import Progress, Tally, make_report, write_report
 from ..core.step import Item, Step, check_pipeline
 from ..exec import make_executor
@@ -86,8 +86,8 @@ def run_filter(source: Path, kept: Path, rejects: Path, config: FilterConfig,
                report: Path | None = None, progress: bool | None = None) -> dict[str, Any]:
     """Filter `source` into `kept` and `rejects`; returns (and writes) the report."""
     started = time.perf_counter()
-    if kept.resolve() == rejects.resolve():
-        raise UserError(f"{kept}: --out and --rejects must be different files")
+    check_paths({"the input": source, "--allowlist": config.allowlist, "--image-root": config.image_root},
+                {"--out": kept, "--rejects": rejects, "--report": report})
     steps = build_steps(config)
     executor = make_executor(config.executor, config.workers, config.ray_address)
     splits = record_splits(source, parts=executor.workers * 4)

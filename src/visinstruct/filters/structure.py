@@ -7,7 +7,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..core.io import safe_relative
+from ..core.io import safe_relative, stays_inside
 from ..core.records import IMAGE_TOKEN, image_token_count, images_of
 from .base import Reject, Verdict
 
@@ -41,13 +41,16 @@ def _turn_problems(turns: list[Any]) -> list[str]:
 def _image_problems(record: dict[str, Any], image_root: Path | None, check_images: bool,
                     allow_untagged: bool) -> list[str]:
     images = images_of(record)
+    wrong = [name for name in images if not isinstance(name, str) or not name]
+    if wrong:  # checked with or without an image root: no tool can open `"image": 5`
+        return [f"bad_image: {wrong[0]!r} is not an image path (a non-empty string)"]
     tokens = image_token_count(record)
     problems = []
     if tokens != len(images) and not (allow_untagged and tokens == 0 and len(images) == 1):
         problems.append(f"image_token_mismatch: {tokens} <image> token(s) for {len(images)} image(s)")
     for name in images if image_root else []:
         path = safe_relative(name)
-        if path is None:
+        if path is None or not stays_inside(image_root, path):
             problems.append(f"bad_image_path: {name!r} is not a relative path inside the image root")
             continue
         full = image_root / path

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from ..core.errors import UserError
 from ..core.inputs import record_splits
+from ..core.io import check_paths
 from ..core.report import Progress, Tally, make_report
 from ..core.step import Item, Step
 from ..exec import make_executor
@@ -42,9 +43,12 @@ class ProblemsStep(Step):
 
 def validate(path: Path, image_root: Path | None, check_images: bool, allow_untagged: bool, show: int,
              stream: TextIO, executor: str = "local", workers: int = 1, address: str | None = None,
-             progress: bool | None = None) -> dict[str, Any]:
-    """Print problems and counts; returns the report (`valid` is True when every record is valid)."""
+             progress: bool | None = None, report: Path | None = None) -> dict[str, Any]:
+    """Print problems and counts; returns the report (`valid` is True when every record is valid; `error`
+    says why the input could not be read to its end). `report` is only checked here (the caller writes it):
+    it must not be the input."""
     started = time.perf_counter()
+    check_paths({"the input": path, "--image-root": image_root}, {"--report": report})
     step = ProblemsStep(image_root, check_images, allow_untagged)
     step.check()
     runner = make_executor(executor, workers, address)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 
+from ..core.errors import UserError
 from ..core.io import shard_name
 
 _SCHEMA = """
@@ -50,12 +51,21 @@ class Ledger:
     """Unit outcomes keyed by request hash."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute(_SCHEMA)
+        if path.is_dir():
+            raise UserError(f"{path}: the ledger path is a folder; give a file path (--ledger)")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise UserError(f"{path}: cannot open the ledger ({exc})") from None
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            self.db.close()
+            raise UserError(f"{path}: not a usable ledger ({exc}); is --ledger another file?") from None
 
     def answered_keys(self) -> set[str]:
         """Keys whose reply is stored: these are never requested again."""

@@ -7,8 +7,9 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..core.errors import UserError
 from ..core.report import Progress
-from ..teachers.base import Teacher, TeacherError
+from ..teachers.base import KeyRefused, Teacher, TeacherError
 from .ledger import Ledger
 from .limits import Limits
 from .units import Unit
@@ -31,7 +32,11 @@ class RunStats:
 
 
 class Runner:
-    """Sends units to a teacher with `concurrency` workers and records every outcome in the ledger."""
+    """Sends units to a teacher with `concurrency` workers and records every outcome in the ledger.
+
+    A refused key (HTTP 401/403) stops the run: no worker sends another request, the refused units are
+    not recorded (a re-run with a good key asks them), and `run` raises a UserError saying so.
+    """
 
     def __init__(self, teacher: Teacher, ledger: Ledger, limits: Limits, concurrency: int,
                  retries: int, backoff: float, progress: bool | None = None) -> None:
@@ -39,6 +44,7 @@ class Runner:
         self.concurrency, self.retries, self.backoff = concurrency, retries, backoff
         self.progress = progress
         self.stats = RunStats()
+        self.refused: KeyRefused | None = None
 
     async def run(self, units: list[Unit]) -> RunStats:
         """Process all units; returns when each is answered or failed."""
@@ -51,10 +57,15 @@ class Runner:
             finally:
                 for w in workers:
                     w.cancel()
+        if self.refused is not None:
+            raise UserError(f"{self.refused.reason}; the run stopped, the {self.stats.answered} units answered "
+                            "this run are kept in the ledger; re-run with a valid key to resume")
         return self.stats
 
     async def _worker(self, pending: Iterator[Unit]) -> None:
         for unit in pending:
+            if self.refused is not None:
+                return
             await self._one(unit)
             self.bar.update(1)
 
@@ -83,8 +94,14 @@ class Runner:
         estimate = unit.prompt_estimate + unit.request["max_tokens"]
         for attempt in range(self.retries + 1):
             await self.limits.acquire(estimate)
+            if self.refused is not None:  # another worker's request was refused: send nothing more
+                return
             try:
                 reply = await self.teacher.complete(request)
+            except KeyRefused as error:
+                self.limits.settle(estimate, 0)
+                self.refused = self.refused or error
+                return
             except TeacherError as error:
                 self.limits.settle(estimate, 0)
                 if not error.retryable or attempt == self.retries:

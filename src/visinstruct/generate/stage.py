@@ -12,20 +12,27 @@ from typing import Any, TextIO
 
 from ..core.deps import require
 from ..core.errors import UserError
-from ..core.io import output_format, write_records
+from ..core.io import check_paths, output_format, write_records
 from ..core.records import make_record
 from ..core.referring import MarkupError, check_pairs, format_instruction, to_llava15
 from ..core.report import make_report
-from ..sources import InputSpec, open_scenes
+from ..sources import Dropped, InputSpec, open_scenes
 from ..sources.scene import Scene
 from ..teachers.factory import TeacherConfig
 from .ledger import Entry, Ledger, answered_in, ledger_paths
 from .limits import Limits
-from .parse import ReplyParseError, parse_description, parse_pairs
+from .parse import Conversation, ReplyParseError, parse_conversations, parse_description
 from .prompts import detail_instruction
 from .runner import Runner, RunStats
+from .schemas import check_schema, shape
+from .task_mix import TaskMix, assign_tasks
 from .tasks import Task, resolve
 from .units import ImageOptions, Sampling, Unit, make_units
+
+EMBEDDED_LANG_NOTE = ("note: the embedded SmolLM2-135M is a tiny English-first model: asked for --lang {lang}, it "
+                      "writes most answers in English or broken {lang}. It shows the pipeline, not usable {lang} "
+                      "data: `visinstruct filter --stages language` rejects the wrong-language records; use a "
+                      "real teacher (--base-url) for {lang} data.")
 
 
 @dataclass
@@ -34,6 +41,9 @@ class GenerateOptions:
 
     out: Path
     task_names: list[str] | None = None  # None: the mode's default tasks
+    task_mix: TaskMix | None = None  # one task per image (replaces task_names)
+    seed: int = 0  # seeds the task mix
+    schema: str = "llava"  # record keys (see generate.schemas)
     mode: str = "text"
     lang: str = "en"
     split: str = "train"
@@ -56,10 +66,11 @@ class GenerateOptions:
     executor: str = "local"
     workers: int = 1
     ray_address: str | None = None
+    report: Path | None = None  # --report: only checked here (the CLI writes it)
 
     @property
     def tasks(self) -> list[Task]:
-        return resolve(self.task_names, self.mode)
+        return resolve(list(self.task_mix.names) if self.task_mix else self.task_names, self.mode)
 
     def sampling(self, teacher: TeacherConfig) -> Sampling:
         """Decoding settings: the flags, else the teacher's defaults."""
@@ -83,21 +94,23 @@ class Summary:
 
     units: int = 0
     done: int = 0
+    records: int = 0  # rows written: a unit whose reply holds several topics gives one per topic
     from_ledger: int = 0
     failed: int = 0
     rejected: int = 0
     run: RunStats = field(default_factory=RunStats)
     cost: float | None = None
     run_seconds: float = 0.0
+    dropped_boxes: dict[str, int] = field(default_factory=dict)  # input boxes left out, by reason
 
     def report(self, opts: GenerateOptions, source: Path | str) -> dict[str, Any]:
         """The run in the one report shape (`--report`)."""
-        return make_report("generate", source, opts.out, self.units, self.done, self.run_seconds,
+        return make_report("generate", source, opts.out, self.units, self.records, self.run_seconds,
                            opts.executor, opts.workers, {"teacher": {
                                "in": self.units, "out": self.done, "rejected": self.failed + self.rejected,
                                "counts": {"from_ledger": self.from_ledger, "failed": self.failed,
                                           "rejected": self.rejected, **asdict(self.run)}}},
-                           cost=self.cost)
+                           cost=self.cost, dropped_boxes=self.dropped_boxes)
 
 
 def _referring(unit: Unit, pairs: list[tuple[str, str]], style: str) -> list[tuple[str, str]]:
@@ -109,19 +122,24 @@ def _referring(unit: Unit, pairs: list[tuple[str, str]], style: str) -> list[tup
              to_llava15(a, width, height)) for i, (q, a) in enumerate(pairs)]
 
 
-def _parse(unit: Unit, entry: Entry, split: str, referring_style: str = "native") -> dict[str, Any]:
+def _parse(unit: Unit, entry: Entry, split: str, referring_style: str = "native") -> list[dict[str, Any]]:
+    """The unit's records: one per conversation of the reply (ids `<unit id>-t<k>` when it holds several)."""
     truncated = entry.finish_reason == "length"
     task = unit.pack.task
     if task.reply == "description":
-        pairs = [(detail_instruction(unit.pack, unit.unit_id), parse_description(entry.reply or "", truncated))]
+        instruction = detail_instruction(unit.pack, unit.unit_id)
+        conversations = [Conversation(None, [(instruction, parse_description(entry.reply or "", truncated))])]
     else:
-        pairs = parse_pairs(entry.reply or "", truncated)
-    if task.cap_pairs:
-        pairs = pairs[: unit.pack.max_pairs]
-    if task.referring:
-        pairs = _referring(unit, pairs, referring_style)
-    return make_record(unit.unit_id, unit.scene.image, pairs, split, task.name, unit.pack.lang,
-                       unit.scene.source)
+        conversations = parse_conversations(entry.reply or "", truncated)
+    records = []
+    for k, conversation in enumerate(conversations):
+        pairs = conversation.pairs[: unit.pack.max_pairs] if task.cap_pairs else conversation.pairs
+        if task.referring:
+            pairs = _referring(unit, pairs, referring_style)
+        record_id = unit.unit_id if len(conversations) == 1 else f"{unit.unit_id}-t{k}"
+        record = make_record(record_id, unit.scene.image, pairs, split, task.name, unit.pack.lang, unit.scene.source)
+        records.append({**record, "topic": conversation.topic} if conversation.topic else record)
+    return records
 
 
 def _entry(ledgers: list[Ledger], key: str) -> Entry | None:
@@ -145,13 +163,15 @@ def _assemble(units: list[Unit], ledgers: list[Ledger], opts: GenerateOptions, s
             rejects.append({"id": unit.unit_id, "status": "failed", "reason": reason})
             continue
         try:
-            record = _parse(unit, entry, opts.split, opts.referring_style)
+            records = _parse(unit, entry, opts.split, opts.referring_style)
         except (ReplyParseError, MarkupError) as exc:
             summary.rejected += 1
             rejects.append({"id": unit.unit_id, "status": "rejected", "reason": str(exc), "reply": entry.reply})
             continue
         summary.done += 1
-        yield record
+        rows = shape(opts.schema, unit.scene.image_id, unit.pack.task, records)
+        summary.records += len(rows)
+        yield from rows
 
 
 def _check_sizes(scenes: list[Scene], opts: GenerateOptions) -> None:
@@ -187,12 +207,15 @@ def print_summary(summary: Summary, opts: GenerateOptions, stream: TextIO) -> No
     bad = f" ({run.bad_images} with a bad image)" if run.bad_images else ""
     print(f"units: {summary.units}  done: {summary.done}  from ledger: {summary.from_ledger}  "
           f"failed: {summary.failed}{bad}  rejected: {summary.rejected}", file=stream)
+    if summary.dropped_boxes:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(summary.dropped_boxes.items()))
+        print(f"input boxes dropped: {sum(summary.dropped_boxes.values())} ({reasons})", file=stream)
     rate = f" in {summary.run_seconds:.1f} s" if summary.run_seconds else ""
     print(f"this run: {run.answered} answered{rate}, {run.retries} retries; tokens: {run.prompt_tokens:,} prompt, "
           f"{run.completion_tokens:,} completion", file=stream)
     if summary.cost is not None:
         print(f"cost: {summary.cost:,.4f}", file=stream)
-    print(f"output: {opts.out} ({summary.done} records)", file=stream)
+    print(f"output: {opts.out} ({summary.records} records)", file=stream)
     if summary.failed or summary.rejected:
         print(f"rejected/failed units with reasons: {opts.rejects_path}", file=stream)
     shards = " (+ shard files beside it: .shard-*-of-*.sqlite)" if opts.executor == "ray" else ""
@@ -203,11 +226,38 @@ def generate(inputs: InputSpec, teacher: TeacherConfig, opts: GenerateOptions,
              stream: TextIO = sys.stderr) -> Summary:
     """Check everything up front (input flags, tasks, teacher, extras), then run or resume generation."""
     output_format(opts.out)
-    resolve(opts.task_names, opts.mode)  # unknown or wrong-mode tasks fail here, before any input is read
+    _check_outputs(inputs, opts)
+    _ = opts.tasks  # unknown or wrong-mode tasks fail here, before any input is read
+    check_schema(opts.schema, opts.referring_style)
     if opts.executor == "ray" and not opts.dry_run:
         require("ray", "--executor ray")
     teacher.settle(installed=not opts.dry_run)  # a dry run builds the same request keys as the real run
-    return generate_scenes(open_scenes(inputs), teacher, opts, stream)
+    if teacher.embedded and opts.lang != "en":
+        print(EMBEDDED_LANG_NOTE.format(lang=opts.lang), file=stream)
+    summary = generate_scenes(_warn_dropped(open_scenes(inputs), inputs.dropped, stream), teacher, opts, stream)
+    summary.dropped_boxes = dict(inputs.dropped.counts)
+    return summary
+
+
+def _check_outputs(inputs: InputSpec, opts: GenerateOptions) -> None:
+    """Before anything is read or sent: no output is an input, another output, or a folder."""
+    outputs = {"--out": opts.out, "--ledger": opts.ledger_path, "the rejects file": opts.rejects_path,
+               "--report": opts.report}
+    check_paths(inputs.files(), outputs)
+    for name, path in outputs.items():
+        if path is not None and path.is_dir():
+            raise UserError(f"{path}: {name} is a folder; give a file path")
+        if path is not None and inputs.images is not None and inputs.images.is_dir() and \
+                inputs.images.resolve() in path.resolve().parents:
+            raise UserError(f"{path}: {name} lies inside the --images folder {inputs.images}: the next run would "
+                            "take it for an image; write it elsewhere")
+
+
+def _warn_dropped(scenes: Iterable[Scene], dropped: Dropped, stream: TextIO) -> Iterable[Scene]:
+    """The scenes; once they are all read (before any request), one warning line if boxes were dropped."""
+    yield from scenes
+    if dropped.total:
+        print(f"warning: {dropped}", file=stream)
 
 
 def generate_scenes(scenes: Iterable[Scene], teacher: TeacherConfig, opts: GenerateOptions,
@@ -215,8 +265,9 @@ def generate_scenes(scenes: Iterable[Scene], teacher: TeacherConfig, opts: Gener
     """Run (or resume) generation over `scenes` and write the output; returns the summary."""
     scenes = list(scenes)[: opts.limit] if opts.limit is not None else list(scenes)
     _check_sizes(scenes, opts)
+    assigned = assign_tasks([s.image_id for s in scenes], opts.task_mix, opts.seed) if opts.task_mix else None
     units = list(make_units(scenes, opts.tasks, opts.lang, opts.samples, teacher.model or "", opts.sampling(teacher),
-                            opts.images))
+                            opts.images, assigned))
     if opts.dry_run:  # reads existing ledgers, creates nothing
         dry_run(units, answered_in(ledger_paths(opts.ledger_path)), opts, stream)
         return Summary(units=len(units))

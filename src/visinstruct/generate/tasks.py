@@ -24,6 +24,7 @@ class Task:
     referring: bool = False     # answers carry <st>…<ed> [box] markup; needs boxes or regions
     pack_file: str = ""         # prompt pack file name (default: the task name; vlm: vlm_<name>)
     cap_pairs: bool = False     # keep at most the pack's max_pairs rounds
+    single_turn_rows: bool = False  # --schema svit: each question/answer pair is its own conversation
 
     @property
     def pack_name(self) -> str:
@@ -35,8 +36,8 @@ class Task:
 REGISTRY: dict[tuple[str, str], Task] = {(t.mode, t.name): t for t in (
     Task("conversation", "text", "captions"),
     Task("detail_description", "text", "full", reply="description"),
-    Task("complex_reasoning", "text", "full"),
-    Task("referring_qa", "text", "regions", default=False, referring=True),
+    Task("complex_reasoning", "text", "full", single_turn_rows=True),
+    Task("referring_qa", "text", "regions", default=False, referring=True, single_turn_rows=True),
     Task("dialogue", "vlm", cap_pairs=True),
     Task("complex_reasoning", "vlm"),
     Task("captioning", "vlm", reply="description"),

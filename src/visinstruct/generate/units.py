@@ -93,18 +93,25 @@ def _last_turn(scene: Scene, pack: PromptPack, image: tuple[str, int] | None) ->
 
 
 def make_units(scenes: Iterable[Scene], tasks: list[Task], lang: str, samples: int, model: str, sampling: Sampling,
-               images: ImageOptions | None = None) -> Iterator[Unit]:
-    """Every unit, scene by scene, in a stable order. VLM requests hold an image placeholder (hash of its bytes)."""
+               images: ImageOptions | None = None, assigned: Iterable[str | None] | None = None) -> Iterator[Unit]:
+    """Every unit, scene by scene, in a stable order. VLM requests hold an image placeholder (hash of its bytes).
+
+    `assigned` (from `--task-mix`) names the one task of each scene, in scene order (None: no task).
+    """
     images = images or ImageOptions()
     packs = [load_pack(task, lang) for task in tasks]
     vlm = any(t.mode == "vlm" for t in tasks)
     fixed = {p.task: sum(estimate_tokens(m["content"]) + 4 for m in build_messages(p, Scene("", "", []))[:-1])
              for p in packs}
+    choices = iter(assigned) if assigned is not None else None
     for scene in scenes:
+        only = next(choices) if choices is not None else ""
+        if only is None:
+            continue
         image = _vlm_image(scene, images) if vlm else None
         for pack in packs:
-            if pack.task.referring and not (scene.boxes or scene.regions):
-                continue  # nothing to refer to
+            if (only and pack.task.name != only) or (pack.task.referring and not (scene.boxes or scene.regions)):
+                continue  # not this scene's task, or nothing to refer to
             messages, last_tokens = _last_turn(scene, pack, image)
             for sample in range(samples):
                 unit_id = f"{scene.image_id}-{pack.task.name}-{sample}"

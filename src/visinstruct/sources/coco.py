@@ -8,11 +8,35 @@ from typing import Any
 
 from ..core.errors import UserError
 from ..core.io import read_json, read_jsonl
-from .scene import Box, Scene, join_image, normalize_xywh
+from .scene import Box, Dropped, Scene, join_image, normalize_xywh, pixel_box_problem
+
+CAPS_BOX_SLACK = 0.001  # one step of the 3-decimal rounding: values this close to [0, 1] are clamped
 
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _read_annotations(path: Path) -> Any:
+    """A whole annotation file; a byte that is not UTF-8 is reported at its line and byte offset."""
+    try:
+        return read_json(path)
+    except UserError:
+        _check_utf8(path)
+        raise
+
+
+def _check_utf8(path: Path) -> None:
+    """Raise a UserError locating the first non-UTF-8 byte (the JSON parser reports such files at char 0)."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at byte offset "
+                        f"{exc.start:,})") from None
 
 
 def _entries(doc: Any, key: str, path: Path) -> list[dict]:
@@ -49,8 +73,8 @@ def _coco_captions(doc: Any, path: Path, images: dict[Any, dict]) -> dict[Any, l
     return captions
 
 
-def _coco_boxes(path: Path, images: dict[Any, dict]) -> dict[Any, list[Box]]:
-    doc = read_json(path)
+def _coco_boxes(path: Path, images: dict[Any, dict], dropped: Dropped) -> dict[Any, list[Box]]:
+    doc = _read_annotations(path)
     names = {}
     for i, cat in enumerate(_entries(doc, "categories", path)):
         if "id" not in cat or not isinstance(cat.get("name"), str):
@@ -67,6 +91,10 @@ def _coco_boxes(path: Path, images: dict[Any, dict]) -> dict[Any, list[Box]]:
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
             raise UserError(f"{where} has a bbox that is not 4 numbers: {bbox!r:.80}")
         img = images[image_id]
+        problem = pixel_box_problem(bbox, img["width"], img["height"])
+        if problem:
+            dropped.add(problem, where)
+            continue
         norm = normalize_xywh(bbox, img["width"], img["height"])
         boxes.setdefault(image_id, []).append(Box(names[ann["category_id"]], norm))
     return boxes
@@ -74,21 +102,23 @@ def _coco_boxes(path: Path, images: dict[Any, dict]) -> dict[Any, list[Box]]:
 
 def load_coco_captions(path: Path) -> dict[Any, list[str]]:
     """COCO image id → its captions (for Visual Genome images that have a `coco_id`)."""
-    doc = read_json(path)
+    doc = _read_annotations(path)
     return _coco_captions(doc, path, _coco_images(doc, path))
 
 
 def load_coco(captions_path: Path, instances_path: Path | None, image_prefix: str = "",
-              source: str = "") -> Iterator[Scene]:
+              source: str = "", dropped: Dropped | None = None) -> Iterator[Scene]:
     """Scenes from official COCO files, in the captions file's image order.
 
     Images without any caption make no scene (a text-only teacher has nothing to read);
-    images without boxes still do.
+    images without boxes still do. Boxes with no area or wholly outside their image are
+    dropped and counted in `dropped`.
     """
-    doc = read_json(captions_path)  # read once: the captions file holds both images and captions
+    doc = _read_annotations(captions_path)  # read once: the captions file holds both images and captions
     images = _coco_images(doc, captions_path)
     captions = _coco_captions(doc, captions_path, images)
-    boxes = _coco_boxes(instances_path, images) if instances_path else {}
+    boxes = _coco_boxes(instances_path, images, dropped if dropped is not None else Dropped()) \
+        if instances_path else {}
     for image_id, img in images.items():
         if image_id in captions:
             yield Scene(_image_key(image_id), join_image(image_prefix, img["file_name"]),
@@ -117,9 +147,19 @@ def _caps_boxes_row(row: Any, where: str, image_prefix: str, source: str) -> Sce
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))
                 and isinstance(inst.get("category"), str)):
             raise UserError(f"{where} (id {row['id']}): instances[{j}] needs 'category' and a 4-number 'bbox'")
-        boxes.append(Box(inst["category"], [round(min(1.0, max(0.0, float(v))), 3) for v in bbox]))
+        boxes.append(Box(inst["category"], _caps_box(bbox, f"{where} (id {row['id']}): instances[{j}]")))
     caps = [c.strip() for c in captions if c.strip()]
     return Scene(str(row["id"]), join_image(image_prefix, row["image"]), caps, boxes, source)
+
+
+def _caps_box(bbox: list[float], where: str) -> list[float]:
+    """A caps-boxes box: normalized `[x1, y1, x2, y2]`; anything else means a wrong file, so it is refused."""
+    if any(v < -CAPS_BOX_SLACK or v > 1 + CAPS_BOX_SLACK for v in bbox):
+        raise UserError(f"{where}: bbox {bbox} is outside [0, 1] (caps-boxes boxes are normalized "
+                        "[x1, y1, x2, y2]; pixel boxes belong in a COCO instances file)")
+    if bbox[0] > bbox[2] or bbox[1] > bbox[3]:
+        raise UserError(f"{where}: bbox {bbox} is inverted (x1 > x2 or y1 > y2; expected [x1, y1, x2, y2])")
+    return [round(min(1.0, max(0.0, float(v))), 3) for v in bbox]
 
 
 def load_caps_boxes(path: Path, image_prefix: str = "", source: str = "") -> Iterator[Scene]:

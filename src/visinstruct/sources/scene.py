@@ -6,6 +6,8 @@ own width and height, rounded to 3 decimals.
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +59,43 @@ def scene_text(scene: Scene, view: str) -> str:
     sections = [captions] if view == "full" else []
     sections += [_lines(boxes) for boxes in (scene.boxes, scene.regions) if boxes]
     return "\n\n".join(s for s in sections if s)
+
+
+def pixel_box_problem(bbox: list[float], width: float, height: float) -> str | None:
+    """Why a pixel `[x, y, w, h]` box cannot be shown to the teacher, or None when it can.
+
+    Such boxes are common in real annotation files, so sources drop them (counted), not stop.
+    A box that only overhangs the image is fine: it is clamped to the image.
+    """
+    x, y, w, h = bbox
+    if not all(math.isfinite(v) for v in bbox):
+        return "not finite"
+    if w <= 0 or h <= 0:
+        return "zero or negative width/height"
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        return "outside its image"
+    return None
+
+
+@dataclass
+class Dropped:
+    """Boxes a source left out, counted by reason, with the place of the first one (for the warning)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    first: str = ""
+
+    def add(self, reason: str, where: str) -> None:
+        """Count one dropped box; `where` names the file and the entry."""
+        self.first = self.first or where
+        self.counts[reason] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def __str__(self) -> str:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.counts.items()))
+        return f"dropped {self.total} box(es) that cannot be shown ({reasons}); first: {self.first}"
 
 
 def normalize_xywh(bbox: list[float], width: float, height: float) -> list[float]:

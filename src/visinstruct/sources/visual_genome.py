@@ -18,7 +18,15 @@ import ijson
 from ..core.errors import UserError
 from ..core.records import vg_image_file_name
 from .coco import load_coco_captions
-from .scene import Box, Scene, join_image, normalize_xywh
+from .scene import Box, Dropped, Scene, join_image, normalize_xywh, pixel_box_problem
+
+
+def _first_line(exc: Exception) -> str:
+    """The first line of a parser error (ijson's C backend gives several lines, as bytes)."""
+    message = exc.args[0] if exc.args and not isinstance(exc, UnicodeDecodeError) else str(exc)
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", "replace")
+    return str(message).strip().splitlines()[0] if str(message).strip() else type(exc).__name__
 
 
 class _Stream:
@@ -37,8 +45,8 @@ class _Stream:
             self.index += 1
         except StopIteration:
             self._next = None
-        except ijson.JSONError as exc:
-            raise UserError(f"{self.path}: not valid JSON after entry {self.index} ({exc})") from None
+        except (ijson.JSONError, UnicodeDecodeError) as exc:
+            raise UserError(f"{self.path}: not valid JSON after entry {self.index} ({_first_line(exc)})") from None
         if self._next is not None and not isinstance(self._next, dict):
             raise UserError(f"{self.path}: entry {self.index} is not an object")
 
@@ -71,32 +79,48 @@ class _Stream:
         return entry
 
 
-def _box(item: dict, width: float, height: float, path: Path, image_id: Any, keys: tuple[str, str]) -> list[float]:
+def _box(item: dict, size: tuple[float, float], path: Path, image_id: Any, keys: tuple[str, str],
+         dropped: Dropped) -> list[float] | None:
+    """The normalized box of an object or region; None (counted in `dropped`) when it has no area or
+    lies outside the image."""
     try:
         xywh = [float(item["x"]), float(item["y"]), float(item[keys[0]]), float(item[keys[1]])]
     except (KeyError, TypeError, ValueError):
         raise UserError(f"{path}: image {image_id}: an entry needs numeric x, y, {keys[0]}, {keys[1]}: "
                         f"{str(item)[:120]}") from None
-    return normalize_xywh(xywh, width, height)
+    problem = pixel_box_problem(xywh, *size)
+    if problem:
+        dropped.add(problem, f"{path}: image {image_id}: {str(item)[:80]}")
+        return None
+    return normalize_xywh(xywh, *size)
 
 
-def _attributes(entry: dict | None) -> dict[Any, list[str]]:
-    if not entry:
-        return {}
-    return {obj.get("object_id"): [a.strip() for a in obj.get("attributes") or [] if a.strip()]
-            for obj in entry.get("attributes", [])}
+def _items(entry: dict | None, key: str, path: Path, image_id: Any) -> list[dict]:
+    """The `key` list of one image's entry, each item an object (else a one-line error naming the image)."""
+    items = (entry or {}).get(key) or []
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise UserError(f"{path}: image {image_id}: '{key}' must be a list of objects")
+    return items
+
+
+def _attributes(entry: dict | None, path: Path, image_id: Any) -> dict[Any, list[str]]:
+    return {obj.get("object_id"): [str(a).strip() for a in obj.get("attributes") or [] if str(a).strip()]
+            for obj in _items(entry, "attributes", path, image_id)}
 
 
 def _objects(entry: dict | None, attrs: dict[Any, list[str]], size: tuple[float, float], path: Path,
-             image_id: Any) -> list[Box]:
+             image_id: Any, dropped: Dropped) -> list[Box]:
     boxes, seen = [], set()
-    for obj in (entry or {}).get("objects", []):
+    for obj in _items(entry, "objects", path, image_id):
         names = obj.get("names") or ([obj["name"]] if obj.get("name") else [])
         if not names:
             continue
         words = attrs.get(obj.get("object_id"), obj.get("attributes") or [])[:2]
         name = " ".join([*words, names[0].strip()])
-        box = Box(name, _box(obj, *size, path, image_id, ("w", "h")))
+        bbox = _box(obj, size, path, image_id, ("w", "h"), dropped)
+        if bbox is None:
+            continue
+        box = Box(name, bbox)
         key = (names[0].strip().lower(), tuple(box.bbox))  # VG repeats objects; the first one wins
         if key not in seen:
             seen.add(key)
@@ -104,25 +128,37 @@ def _objects(entry: dict | None, attrs: dict[Any, list[str]], size: tuple[float,
     return boxes
 
 
-def _regions(entry: dict | None, size: tuple[float, float], path: Path, image_id: Any) -> list[Box]:
+def _regions(entry: dict | None, size: tuple[float, float], path: Path, image_id: Any,
+             dropped: Dropped) -> list[Box]:
     regions, seen = [], set()
-    for region in (entry or {}).get("regions", []):
+    for region in _items(entry, "regions", path, image_id):
         phrase = " ".join(str(region.get("phrase", "")).split()).rstrip(".")
-        if phrase:
-            box = Box(phrase, _box(region, *size, path, image_id, ("width", "height")))
+        bbox = _box(region, size, path, image_id, ("width", "height"), dropped) if phrase else None
+        if bbox is not None:
+            box = Box(phrase, bbox)
             if (phrase.lower(), tuple(box.bbox)) not in seen:
                 seen.add((phrase.lower(), tuple(box.bbox)))
                 regions.append(box)
     return regions
 
 
+def vg_files(folder: Path) -> dict[str, Path]:
+    """The Visual Genome files `--vg` reads (attributes.json is optional)."""
+    return {name: folder / f"{name}.json" for name in ("image_data", "objects", "region_descriptions", "attributes")}
+
+
 def load_vg(folder: Path, coco_captions: Path | None = None, image_prefix: str = "",
-            source: str = "") -> Iterator[Scene]:
-    """One scene per image of `image_data.json`, with objects (attributes folded in) and regions."""
-    paths = {name: folder / f"{name}.json" for name in ("image_data", "objects", "region_descriptions", "attributes")}
+            source: str = "", dropped: Dropped | None = None) -> Iterator[Scene]:
+    """One scene per image of `image_data.json`, with objects (attributes folded in) and regions.
+    Boxes with no area or wholly outside their image are dropped and counted in `dropped`."""
+    paths = vg_files(folder)
     for name in ("image_data", "objects", "region_descriptions"):
         if not paths[name].exists():
             raise UserError(f"{folder}: Visual Genome folder has no {name}.json")
+    for path in paths.values():
+        if path.exists() and not path.is_file():
+            raise UserError(f"{path}: expected a file, got a folder")
+    dropped = dropped if dropped is not None else Dropped()
     captions = load_coco_captions(coco_captions) if coco_captions else {}
     with ExitStack() as stack:
         def stream(name: str, keys: tuple[str, ...]) -> _Stream:
@@ -138,11 +174,11 @@ def load_vg(folder: Path, coco_captions: Path | None = None, image_prefix: str =
                 raise UserError(f"{images.path}: entry {images.popped} (image {image_id}) has no positive "
                                 "width/height")
             size = (float(width), float(height))
-            attrs = _attributes(attributes.take(image_id)) if attributes else {}
+            attrs = _attributes(attributes.take(image_id), attributes.path, image_id) if attributes else {}
             yield Scene(str(image_id), join_image(image_prefix, vg_image_file_name(image)),
                         captions.get(image.get("coco_id"), []),
-                        _objects(objects.take(image_id), attrs, size, objects.path, image_id), source,
-                        _regions(regions.take(image_id), size, regions.path, image_id), size[0], size[1])
+                        _objects(objects.take(image_id), attrs, size, objects.path, image_id, dropped), source,
+                        _regions(regions.take(image_id), size, regions.path, image_id, dropped), size[0], size[1])
         for stream in (objects, regions, attributes):
             left = stream.unread() if stream is not None else None
             if left:

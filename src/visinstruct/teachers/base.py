@@ -31,6 +31,14 @@ class TeacherError(Exception):
         self.retry_after = retry_after
 
 
+class KeyRefused(TeacherError):
+    """The server refused the credentials (HTTP 401/403): every later request would fail the same way,
+    so the run stops instead of failing every unit. The reason never holds the key."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, retryable=False)
+
+
 class Teacher(Protocol):
     """Anything that answers chat requests asynchronously."""
 

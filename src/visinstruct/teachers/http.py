@@ -14,9 +14,10 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .base import Reply, TeacherError
+from .base import KeyRefused, Reply, TeacherError
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+REFUSED_STATUS = {401, 403}
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -66,6 +67,8 @@ class HTTPTeacher:
         try:
             async with self._session.post(self.url, data=orjson.dumps(request)) as resp:
                 body = await resp.read()
+                if resp.status in REFUSED_STATUS:
+                    raise KeyRefused(self._refusal(resp.status))
                 if resp.status != 200:
                     raise TeacherError(
                         f"HTTP {resp.status}: {self._scrub(body[:200].decode('utf-8', 'replace'))}",
@@ -77,6 +80,13 @@ class HTTPTeacher:
             raise TeacherError(f"connection error: {self._scrub(str(exc)) or type(exc).__name__}",
                                retryable=True) from None
         return self._reply(body)
+
+    def _refusal(self, status: int) -> str:
+        """Why the server said no. Its body is left out: servers echo (parts of) the key there."""
+        if self._api_key:
+            return f"the teacher refused the API key (HTTP {status}): check the key and its access to the model"
+        return (f"the teacher wants an API key (HTTP {status}): put it in an environment variable and pass "
+                "--api-key-env VAR")
 
     def _reply(self, body: bytes) -> Reply:
         try:
