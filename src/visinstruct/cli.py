@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
+from .check.targets import TARGET_NAMES
 from .convert.run import FORMATS
 from .core.boxes import BOX_ROUNDINGS, pad_boxes_in_text
 from .core.errors import UserError
@@ -327,6 +328,43 @@ def run_filter_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="pre-flight: what a trainer (LLaVA, LLaVA-NeXT, LLaMA-Factory, ms-swift) "
+                                     "will choke on in a record file",
+                       description="Reads the file once, the way --target's data loader reads it, and reports each "
+                                   "problem with its kind, severity (blocking / warning), record and detail. Exit "
+                                   "status 1 when any problem blocks that trainer, 0 otherwise, 2 on bad input.")
+    p.add_argument("input", type=Path, help="records: .json (a list; streamed), .jsonl, or parquet (file or folder)")
+    p.add_argument("--target", required=True, choices=TARGET_NAMES, help="the trainer that will read the file")
+    p.add_argument("--image-root", type=Path, metavar="DIR",
+                   help="check that every image is inside this folder, exists and opens")
+    p.add_argument("--max-tokens", type=_positive(int), metavar="N",
+                   help="flag samples over N tokens (text estimated, or counted with --tokenizer, + image tokens)")
+    p.add_argument("--tokenizer", type=Path, metavar="PATH",
+                   help="a tokenizer.json (or a folder holding one) to count text tokens exactly")
+    p.add_argument("--image-tokens", type=_number(int, 0), metavar="N",
+                   help="tokens per image for --max-tokens (default: llava 576, llava-next 2880, others 0)")
+    p.add_argument("--fix", type=Path, metavar="OUT", help="write a corrected copy (.json or .jsonl) here")
+    p.add_argument("--report", type=Path, metavar="R.json", help="write every problem and the counts here as JSON")
+    p.add_argument("--show", type=_number(int, 0), default=3, metavar="N",
+                   help="examples per kind on stderr (default 3)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    p.set_defaults(func=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """`visinstruct check`."""
+    from .check.run import CheckOptions, check
+    from .check.run import summary_lines as check_summary
+
+    opts = CheckOptions(args.target, args.image_root, args.max_tokens, args.tokenizer, args.image_tokens, args.fix,
+                        args.report, args.show, _progress(args))
+    report = check(args.input, opts)
+    for line in check_summary(report):
+        print(line, file=sys.stderr)
+    return report["exit_status"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subcommand per stage."""
     parser = argparse.ArgumentParser(prog="visinstruct", description="Build LLaVA-format visual instruction data.")
@@ -337,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(sub)
     _add_validate(sub)
     _add_filter(sub)
+    _add_check(sub)
     return parser
 
 
