@@ -4,7 +4,13 @@ It answers `/v1/chat/completions` in every reply format the parser accepts (rota
 in the language of the prompt, can inject faults (429 with Retry-After, 500, hangs, truncated
 bodies, reset connections), can demand an API key (refusing others with 401 or 403, echoing the key
 it got, as some servers do) and logs the hash of every request it receives.
-Run alone: `python tests/teacher_server.py --port 8123 [--latency 0.1] [--fault-rate 0.2]`.
+A request with `stream: true` gets server-sent events (role, content pieces, finish, then the usage when
+`stream_options.include_usage` asks for it, then `[DONE]`), unless `stream_mode` says to refuse streaming
+(HTTP 400) or to ignore it (plain JSON). With `slots=N` it serves like llama.cpp or Ollama with N slots:
+requests wait in a queue for a free slot, then "generate" for `latency` seconds; a client that goes away
+before its reply is complete is counted in `abandoned`. `prefix_cache` adds
+`usage.prompt_tokens_details.cached_tokens` (64 when the request's system + few-shot prefix was seen before).
+Run alone: `python tests/teacher_server.py --port 8123 [--latency 0.1] [--fault-rate 0.2] [--slots 1]`.
 """
 
 from __future__ import annotations
@@ -128,13 +134,26 @@ class TeacherServer:
     images: list[tuple[str, bytes]] = field(default_factory=list)
     api_key: str | None = None  # when set, a request without `Bearer <api_key>` gets `auth_status`
     auth_status: int = 401
+    slots: int | None = None  # N: requests queue for N slots, each held `latency` s (None: no queue)
+    stream_mode: str = "sse"  # how `stream: true` is served: sse | reject (HTTP 400) | ignore (plain JSON)
+    prefix_cache: bool = False  # report usage.prompt_tokens_details.cached_tokens
+    abandoned: int = 0  # slots mode: requests whose client went away before the reply was complete
+    abandoned_queued: int = 0  # ... of them, those that were still waiting for a slot
+    completed: int = 0  # slots mode: replies sent in full
+    depths: list[int] = field(default_factory=list)  # slots mode: requests at the server when each arrived
+    streamed: int = 0  # replies sent as events
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self._log = self.log_path.open("a", buffering=1) if self.log_path else None
+        self._gate: asyncio.Semaphore | None = None
+        self._at_server = 0
+        self._prefixes: set[str] = set()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
+        stream = bool(body.pop("stream", False))  # not part of the unit key: the hash is of the rest
+        include_usage = bool((body.pop("stream_options", None) or {}).get("include_usage"))
         key = request_hash(body)
         self.received.append(key)
         self.headers_seen.append(dict(request.headers))
@@ -146,16 +165,85 @@ class TeacherServer:
             self._log.write(key + "\n")
         if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return self._refuse(request)
+        if stream and self.stream_mode == "reject":
+            return web.json_response({"error": {"message": "stream is not supported by this server"}}, status=400)
+        stream = stream and self.stream_mode == "sse"
+        if self.slots:
+            return await self._in_slot(request, body, stream, include_usage)
         if self.latency:
             await asyncio.sleep(self.latency)
         if self.fault_rate and self.rng.random() < self.fault_rate:
             return await self._fault(request)
         text = make_reply(body)
+        if stream:
+            return await self._stream(request, body, text, include_usage, 0.0)
+        return self._plain(body, text)
+
+    def _usage(self, body: dict, text: str) -> dict:
+        usage = {"prompt_tokens": 100, "completion_tokens": len(text) // 4 + 1}
+        if self.prefix_cache:
+            prefix = request_hash({"messages": body["messages"][:-1]})
+            usage["prompt_tokens_details"] = {"cached_tokens": 64 if prefix in self._prefixes else 0}
+            self._prefixes.add(prefix)
+        return usage
+
+    def _plain(self, body: dict, text: str) -> web.Response:
         payload = {"id": "x", "object": "chat.completion", "model": body.get("model"),
                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                                 "finish_reason": "stop"}],
-                   "usage": {"prompt_tokens": 100, "completion_tokens": len(text) // 4 + 1}}
+                   "usage": self._usage(body, text)}
         return web.Response(body=orjson.dumps(payload), content_type="application/json")
+
+    async def _stream(self, request: web.Request, body: dict, text: str, include_usage: bool,
+                      spread: float) -> web.StreamResponse:
+        """The reply as events: the role at once, then the text in pieces `spread` seconds apart in all."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        head = {"id": "x", "object": "chat.completion.chunk", "model": body.get("model")}
+
+        async def send(**fields: object) -> None:
+            await resp.write(b"data: " + orjson.dumps({**head, **fields}) + b"\n\n")
+
+        await send(choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+        step = max(1, len(text) // 4 + 1)
+        pieces = [text[i:i + step] for i in range(0, len(text), step)]
+        for piece in pieces:
+            if spread:
+                await asyncio.sleep(spread / len(pieces))
+            await send(choices=[{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+        await send(choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}])
+        if include_usage:
+            await send(choices=[], usage=self._usage(body, text))
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        self.streamed += 1
+        return resp
+
+    async def _in_slot(self, request: web.Request, body: dict, stream: bool,
+                       include_usage: bool) -> web.StreamResponse:
+        """Slots mode: queue for a slot, hold it `latency` s; count the clients that leave before the end."""
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(self.slots)
+        self.depths.append(self._at_server)
+        self._at_server += 1
+        running = False
+        try:
+            async with self._gate:
+                running = True
+                text = make_reply(body)
+                if stream:
+                    resp = await self._stream(request, body, text, include_usage, self.latency)
+                else:
+                    await asyncio.sleep(self.latency)
+                    resp = self._plain(body, text)
+            self.completed += 1
+            return resp
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.abandoned += 1
+            self.abandoned_queued += not running
+            raise
+        finally:
+            self._at_server -= 1
 
     def _refuse(self, request: web.Request) -> web.Response:
         """The usual refusal, echoing the key it got (so tests can check the client never prints it)."""
@@ -203,7 +291,9 @@ class ServerThread:
 
     def _serve(self, started: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
-        self.runner = web.AppRunner(self.server.app(), access_log=None)
+        # slots mode must see a client leave (as llama.cpp does): its handler is then cancelled
+        self.runner = web.AppRunner(self.server.app(), access_log=None,
+                                    handler_cancellation=self.server.slots is not None)
         self.loop.run_until_complete(self.runner.setup())
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         self.loop.run_until_complete(site.start())
@@ -228,9 +318,13 @@ def main() -> None:
     parser.add_argument("--fault-rate", type=float, default=0.0)
     parser.add_argument("--log", type=Path)
     parser.add_argument("--api-key", help="refuse requests without this bearer key (HTTP 401)")
+    parser.add_argument("--slots", type=int, help="queue requests for N slots, each held --latency s")
+    parser.add_argument("--prefix-cache", action="store_true", help="report usage cached_tokens")
     args = parser.parse_args()
-    server = TeacherServer(latency=args.latency, fault_rate=args.fault_rate, log_path=args.log, api_key=args.api_key)
-    web.run_app(server.app(), host="127.0.0.1", port=args.port, access_log=None, print=None)
+    server = TeacherServer(latency=args.latency, fault_rate=args.fault_rate, log_path=args.log, api_key=args.api_key,
+                           slots=args.slots, prefix_cache=args.prefix_cache)
+    web.run_app(server.app(), host="127.0.0.1", port=args.port, access_log=None, print=None,
+                handler_cancellation=args.slots is not None)
 
 
 if __name__ == "__main__":

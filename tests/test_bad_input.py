@@ -1,4 +1,4 @@
-"""Bad input to `convert`, `validate`, `filter` and `pad-boxes`, as a user meets it.
+"""Bad input to `convert`, `validate`, `filter`, `pad-boxes`, `check`, `mix` and `audit`, as a user meets it.
 
 Every refused case exits non-zero with one line on stderr naming the file, the record (line, row or index)
 where there is one, and the problem; no traceback; and leaves every file where it was: no output, no
@@ -360,6 +360,66 @@ def pad_boxes_not_utf8(t: Path) -> tuple[list[str], list[str]]:
     return ["pad-boxes", "--width", "640", "--height", "480"], ["stdin: not valid UTF-8 (line 2, byte 25)"]
 
 
+def check_fix_is_input(t: Path) -> tuple[list[str], list[str]]:
+    src = jsonl(t / "c.jsonl", [record(0, None)])
+    return ["check", str(src), "--target", "llava", "--fix", str(src)], [str(src), "would overwrite the input"]
+
+
+def check_truncated_json(t: Path) -> tuple[list[str], list[str]]:
+    src = t / "c.json"
+    src.write_text(json.dumps([record(0, None), record(1, None)])[:-30])
+    return ["check", str(src), "--target", "llama-factory"], [str(src), "not valid JSON"]
+
+
+def check_folder_as_input_file(t: Path) -> tuple[list[str], list[str]]:
+    (t / "c.json").mkdir()
+    return ["check", str(t / "c.json"), "--target", "ms-swift"], [str(t / "c.json"), "folder"]
+
+
+def mix_recipe_names_a_missing_file(t: Path) -> tuple[list[str], list[str]]:
+    jsonl(t / "a.jsonl", [record(0, None)])
+    recipe = t / "r.yaml"
+    recipe.write_text("datasets:\n  - json_path: a.jsonl\n    sampling_strategy: all\n"
+                      "  - json_path: gone.jsonl\n    sampling_strategy: first:5\n")
+    return ["mix", str(recipe), "--out", str(old_output(t / "m.jsonl"))], [f"{recipe}:4", "gone.jsonl"]
+
+
+def mix_out_is_a_source(t: Path) -> tuple[list[str], list[str]]:
+    src = jsonl(t / "a.jsonl", [record(0, None)])
+    recipe = t / "r.yaml"
+    recipe.write_text("datasets:\n  - json_path: a.jsonl\n    sampling_strategy: all\n")
+    return ["mix", str(recipe), "--out", str(src)], [str(src)]
+
+
+def mix_bad_strategy(t: Path) -> tuple[list[str], list[str]]:
+    jsonl(t / "a.jsonl", [record(0, None)])
+    recipe = t / "r.yaml"
+    recipe.write_text("datasets:\n  - json_path: a.jsonl\n    sampling_strategy: sometimes:3\n")
+    return ["mix", str(recipe), "--out", str(t / "m.jsonl")], [f"{recipe}:3", "sometimes:3"]
+
+
+def _instances(t: Path) -> Path:
+    path = t / "instances.json"
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "img.png", "width": 8, "height": 8}],
+                                "annotations": [{"id": 5, "image_id": 1, "category_id": 18, "bbox": [1, 1, 4, 4]}],
+                                "categories": [{"id": 18, "name": "dog"}]}))
+    return path
+
+
+def audit_out_is_input(t: Path) -> tuple[list[str], list[str]]:
+    src = jsonl(t / "a.jsonl", [record(0)])
+    return (["audit", str(src), "--coco-instances", str(_instances(t)), "--out", str(src)],
+            [str(src), "would overwrite the input"])
+
+
+def audit_truncated_annotations(t: Path) -> tuple[list[str], list[str]]:
+    src = jsonl(t / "a.jsonl", [record(0)])
+    instances = _instances(t)
+    instances.write_text(instances.read_text()[:-20])
+    return (["audit", str(src), "--coco-instances", str(instances), "--out", str(old_output(t / "o.jsonl"))],
+            [str(instances)])
+
+
 STDIN = {"pad_boxes_not_utf8": b"[0.1, 0.2, 0.3, 0.4]\ncaf\xe9 [0.5, 0.5, 0.6, 0.6]\n"}
 STRICT_UTF8 = {**os.environ, "LC_ALL": "C.UTF-8", "PYTHONUTF8": "1", "PYTHONIOENCODING": "utf-8:strict"}
 
@@ -376,7 +436,9 @@ REFUSED: dict[str, Case] = {f.__name__: f for f in (
     validate_truncated_json, validate_not_utf8_json_list, validate_folder_as_input_file, validate_report_is_input,
     filter_output_is_input, filter_rejects_is_input, filter_out_and_rejects_one_file, filter_report_is_input,
     filter_out_is_a_folder, filter_truncated_jsonl, filter_folder_as_input_file, filter_not_utf8_json_list,
-    pad_boxes_not_utf8)}
+    pad_boxes_not_utf8, check_fix_is_input, check_truncated_json, check_folder_as_input_file,
+    mix_recipe_names_a_missing_file, mix_out_is_a_source, mix_bad_strategy, audit_out_is_input,
+    audit_truncated_annotations)}
 
 
 def snapshot(root: Path) -> dict[str, bytes | str | None]:

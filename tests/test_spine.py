@@ -27,6 +27,9 @@ ALLOWED = {
     "convert": {"core", "exec"},
     "mix": {"core"},
     "check": {"core"},
+    "stats": {"core"},
+    "view": {"core"},
+    "audit": {"core", "sources"},
     "generate": {"core", "exec", "sources", "teachers"},
 }
 

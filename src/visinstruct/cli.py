@@ -10,7 +10,8 @@ from pathlib import Path
 
 from . import __version__
 from .check.targets import TARGET_NAMES
-from .convert.run import FORMATS
+from .convert.run import FORMATS, OUTPUT_ONLY
+from .convert.shards import parse_size
 from .core.boxes import BOX_ROUNDINGS, pad_boxes_in_text
 from .core.errors import UserError
 from .core.io import decode_utf8
@@ -51,6 +52,13 @@ def _positive(kind: type) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"must be positive, got {value}")
         return number
     return convert
+
+
+def _size(value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_run_args(p: argparse.ArgumentParser, workers_help: str) -> None:
@@ -136,11 +144,18 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                    help="completion token limit (default 1024; embedded 200)")
     e = p.add_argument_group("engine")
     e.add_argument("--concurrency", type=_positive(int),
-                   help="requests in flight (default 16; embedded 4 x batch size)")
+                   help="most requests in flight (default 16; embedded 4 x batch size); with a server the "
+                        "number in flight adapts below it (starts at 4, backs off on timeouts, 429/503 and "
+                        "a rising time to first token)")
     e.add_argument("--rpm", type=_number(float, 0, True), help="requests per minute limit")
     e.add_argument("--tpm", type=_number(float, 0, True), help="tokens per minute limit")
     e.add_argument("--timeout", type=_number(float, 0, True), default=120.0,
-                   help="seconds per request (default 120)")
+                   help="seconds from a reply's first token to its end (default 120); with --no-stream the "
+                        "whole request, doubled after a timeout that may be a wait in the server's queue")
+    e.add_argument("--first-byte-timeout", type=_number(float, 0, True), default=300.0, metavar="S",
+                   help="streamed replies: seconds to wait for the first token, queue included (default 300)")
+    e.add_argument("--no-stream", action="store_true",
+                   help="ask for plain JSON replies, not server-sent events (for servers that cannot stream)")
     e.add_argument("--retries", type=_number(int, 0), default=5,
                    help="retries per unit on 429/5xx/timeouts (default 5)")
     e.add_argument("--backoff", type=_number(float, 0, True), default=1.0,
@@ -171,7 +186,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if mode == "vlm" and not args.base_url:
         raise UserError("--mode vlm needs a VLM server (--base-url, --model): the embedded teacher reads text only")
     teacher = TeacherConfig(args.base_url, args.model, args.api_key_env, args.timeout, args.concurrency,
-                            args.batch_size)
+                            args.batch_size, first_byte_timeout=args.first_byte_timeout, stream=not args.no_stream)
     opts = GenerateOptions(
         out=args.out, task_names=args.tasks, task_mix=args.task_mix, seed=args.seed, schema=args.schema,
         mode=mode, lang=args.lang, split=args.split,
@@ -211,18 +226,25 @@ def run_pad_boxes(args: argparse.Namespace) -> int:
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert between LLaVA json/jsonl, HF parquet, messages, WebDataset, SVIT",
                        description="Routes: parquet→llava, llava→parquet, llava→messages, messages→llava, "
-                                   "llava→wds, svit→llava (LLaVA-1.5). The input format is detected when --from "
+                                   "llava→wds, llava→hf-folder (a Hugging Face dataset folder: data/*.parquet + "
+                                   "README.md), svit→llava (LLaVA-1.5). The input format is detected when --from "
                                    "is not given. Images are copied as bytes, never re-encoded.")
     p.add_argument("input", type=Path, help="input file (or a folder of parquet shards)")
-    p.add_argument("output", type=Path, help="output file (.json/.jsonl/.parquet) or folder (parquet shards, wds)")
+    p.add_argument("output", type=Path,
+                   help="output file (.json/.jsonl/.parquet) or folder (parquet shards, wds, hf-folder)")
     p.add_argument("--to", required=True, choices=[f for f in FORMATS if f != "svit"], help="output format")
-    p.add_argument("--from", dest="source_format", choices=[f for f in FORMATS if f != "wds"],
+    p.add_argument("--from", dest="source_format", choices=[f for f in FORMATS if f not in OUTPUT_ONLY],
                    help="input format (default: detected)")
     p.add_argument("--image-root", type=Path, help="folder the records' image paths are relative to "
                                                     "(default: the input's folder)")
     p.add_argument("--images-out", type=Path, help="parquet→llava: where images are written "
                                                     "(default: <output folder>/images)")
-    p.add_argument("--shard-size", type=_positive(int), help="rows per parquet shard (5000) or tar shard (1000)")
+    p.add_argument("--shard-size", "--shard-rows", type=_positive(int),
+                   help="rows per shard: parquet (default 5000), hf-folder, wds tar (default 1000)")
+    p.add_argument("--shard-bytes", type=_size, metavar="SIZE",
+                   help="parquet, hf-folder: end a shard before it passes SIZE (500MB, 1GB, 256MiB) of image "
+                        "files + record text; hf-folder's default is 500MB")
+    p.add_argument("--split", help="hf-folder: the split's name, in the shard names and the card (default train)")
     p.add_argument("--image-data", type=Path, help="svit→llava: Visual Genome image_data.json for image sizes")
     p.add_argument("--box-rounding", choices=BOX_ROUNDINGS,
                    help="svit→llava: svit (default) pads boxes as SVIT's published LLaVA-1.5 rows (integer "
@@ -237,7 +259,8 @@ def run_convert(args: argparse.Namespace) -> int:
 
     opts = ConvertOptions(args.to, args.source_format, args.image_root, args.images_out, args.workers or 1,
                           args.shard_size, args.image_data, args.executor, args.ray_address, _progress(args),
-                          box_rounding=args.box_rounding, report=args.report)
+                          box_rounding=args.box_rounding, report=args.report, shard_bytes=args.shard_bytes,
+                          split=args.split)
     report = convert(args.input, args.output, opts)
     write_report(args.report, report)
     print(f"wrote {report['records_out']} records to {args.output} in {report['seconds']} s", file=sys.stderr)
@@ -365,6 +388,146 @@ def run_check(args: argparse.Namespace) -> int:
     return report["exit_status"]
 
 
+def _add_mix(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("mix", help="mix sources by a LLaVA-NeXT data YAML; provenance and a lock kept",
+                       description="Reads a LLaVA-NeXT data YAML (datasets: json_path + sampling_strategy, plus "
+                                   "optional keys, see README) and writes one .json/.jsonl mixture with each "
+                                   "record's source, and <out>.lock.json listing the exact rows; --lock replays "
+                                   "a lock byte for byte.")
+    p.add_argument("recipe", type=Path, nargs="?", help="the recipe YAML (not with --lock)")
+    p.add_argument("--out", type=Path, required=True, help="the mixture, .json (a list) or .jsonl")
+    p.add_argument("--lock", type=Path, help="replay this lock file instead of a recipe")
+    p.add_argument("--dry-run", action="store_true", help="count and print what each source gives; write nothing")
+    p.add_argument("--report", type=Path, help="write the report (per-source counts) here as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    p.set_defaults(func=run_mix)
+
+
+def run_mix(args: argparse.Namespace) -> int:
+    """`visinstruct mix`."""
+    from .mix.run import mix, replay, summary_lines
+
+    if (args.recipe is None) == (args.lock is None):
+        raise UserError("give a recipe or --lock LOCK, one of the two")
+    if args.lock is not None and args.dry_run:
+        raise UserError("--dry-run is for a recipe; a lock is replayed as it is")
+    if args.lock is not None:
+        report = replay(args.lock, args.out, _progress(args), args.report)
+    else:
+        report = mix(args.recipe, args.out, _progress(args), args.dry_run, args.report)
+    write_report(args.report, report)
+    for line in summary_lines(report):
+        print(line, file=sys.stderr)
+    return 0
+
+
+def _add_stats(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stats", help="counts, lengths, <image> checks and reject reasons; a dataset card and an "
+                                     "offline HTML report",
+                       description="One streaming pass over the records (memory flat in their number): counts by "
+                                   "source, task and language, turns, characters and tokens per turn, images and "
+                                   "<image> tokens per record, image sizes (--image-root), reject reasons "
+                                   "(--rejects). Writes any of --json, --card (a Hugging Face README.md) and "
+                                   "--html (one self-contained page with plots and a sample with thumbnails).")
+    p.add_argument("inputs", type=Path, nargs="+", metavar="FILE",
+                   help="records: .json (a list; streamed), .jsonl, or parquet (file or folder of shards)")
+    p.add_argument("--image-root", type=Path, help="read image sizes (headers only) and thumbnails from here")
+    p.add_argument("--rejects", type=Path, help="a rejects file of filter or generate: counts of its reasons")
+    p.add_argument("--html", type=Path, metavar="REPORT.html", help="write the HTML report here")
+    p.add_argument("--card", type=Path, metavar="README.md", help="write the dataset card here")
+    p.add_argument("--json", type=Path, metavar="STATS.json", help="write every count and histogram here")
+    p.add_argument("--tokenizer", type=Path, metavar="PATH",
+                   help="a tokenizer.json (or a folder holding one) to count tokens exactly (default: estimated)")
+    p.add_argument("--ledger", type=Path, help="a generate ledger: the card names the teacher and its units")
+    p.add_argument("--filter-report", type=Path, metavar="REPORT.json",
+                   help="a filter report: the card lists each stage's counts and reasons")
+    p.add_argument("--license", default="other", help="the card's license (default: other)")
+    p.add_argument("--name", help="the card's and the report's title (default: the first file's name)")
+    p.add_argument("--sample", type=_number(int, 0), default=24, metavar="K",
+                   help="records in the report's sample (uniform, seeded; default 24)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    p.set_defaults(func=run_stats)
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    """`visinstruct stats`."""
+    from .stats import StatsOptions, stats, summary_lines
+
+    opts = StatsOptions(args.image_root, args.rejects, args.html, args.card, args.json, args.tokenizer,
+                        args.ledger, args.filter_report, args.license, args.name, args.sample, args.seed,
+                        _progress(args))
+    for line in summary_lines(stats(args.inputs, opts), opts):
+        print(line, file=sys.stderr)
+    return 0
+
+
+def _add_view(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("view", help="a local web app to page through records with their images, search and filter",
+                       description="Serves a page on 127.0.0.1 (prints its URL) to page through the records with the "
+                                   "image beside the conversation, <st>…<ed> references and boxes drawn (native or "
+                                   "LLaVA-1.5 square-padded frame), search by text and id, filter by source, task, "
+                                   "language and reject reason. A .jsonl/.json gets an offset index, built once and "
+                                   "cached beside it (.FILE.viewindex). Ctrl-C stops it.")
+    p.add_argument("input", type=Path, help="records: .jsonl, .json (a list), or parquet (file or folder of shards)")
+    p.add_argument("--image-root", type=Path, help="folder the image paths are relative to (default: the input's "
+                                                    "folder); nothing outside it is served")
+    p.add_argument("--rejects", type=Path, help="a rejects file of filter (reject_stage, reject_reason): shown as a "
+                                                "second dataset, filterable by reason")
+    p.add_argument("--port", type=_number(int, 0, high=65535), default=0,
+                   help="port on 127.0.0.1 (default 0: a free one)")
+    p.add_argument("--open", action="store_true", help="also open the page in the default browser")
+    p.set_defaults(func=run_view)
+
+
+def run_view(args: argparse.Namespace) -> int:
+    """`visinstruct view`."""
+    from .view.server import serve
+
+    return serve(args.input, args.image_root, args.rejects, args.port, args.open)
+
+
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="check answers against the annotations: absent objects, wrong counts, boxes "
+                                     "that match nothing; CHAIR",
+                       description="Joins each record to its image's annotations by file name and writes it with "
+                                   "an 'audit' object (ok, problems: object / count / box, turn, text, detail); "
+                                   "the report has CHAIR_i, CHAIR_s and counts by kind, task and language.")
+    p.add_argument("input", type=Path, metavar="FILE", help="records: .json (a list; streamed), .jsonl, or parquet")
+    src = p.add_argument_group("annotations (one of)")
+    src.add_argument("--coco-instances", type=Path, metavar="F", help="COCO instances file (instances_*.json)")
+    src.add_argument("--caps-boxes", type=Path, metavar="F", help="LLaVA caps-boxes jsonl (no image sizes)")
+    src.add_argument("--vg", type=Path, metavar="DIR", help="Visual Genome folder (image_data.json, objects.json, "
+                                                            "region_descriptions.json, optional attributes.json)")
+    p.add_argument("--out", type=Path, required=True, metavar="AUDITED.jsonl",
+                   help="every record with its 'audit' object (.json or .jsonl)")
+    p.add_argument("--image-prefix", default="", help="strip this from the records' image paths before the join "
+                                                      "(e.g. coco/train2017/)")
+    p.add_argument("--box-frame", choices=("auto", "native", "llava15"), default="auto",
+                   help="frame of the boxes in answers: native, llava15 (square-padded), or auto (default: native "
+                        "for records with <st> tags, llava15 otherwise)")
+    p.add_argument("--iou", type=_number(float, 0, True, 1), default=0.5,
+                   help="IoU with an annotated box that a box in an answer needs (default 0.5)")
+    p.add_argument("--reject-above", type=_number(int, 0), metavar="N",
+                   help="records with more than N problems go to <out stem>.rejects<suffix> instead of --out")
+    p.add_argument("--report", type=Path, metavar="R.json", help="write the report (CHAIR, counts) here as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    p.set_defaults(func=run_audit)
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    """`visinstruct audit`."""
+    from .audit import AuditOptions, audit, summary_lines
+
+    opts = AuditOptions(args.out, args.coco_instances, args.caps_boxes, args.vg, args.image_prefix, args.box_frame,
+                        args.iou, args.reject_above, args.report, _progress(args))
+    report = audit(args.input, opts)
+    write_report(args.report, report)
+    for line in summary_lines(report):
+        print(line, file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subcommand per stage."""
     parser = argparse.ArgumentParser(prog="visinstruct", description="Build LLaVA-format visual instruction data.")
@@ -376,6 +539,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validate(sub)
     _add_filter(sub)
     _add_check(sub)
+    _add_mix(sub)
+    _add_stats(sub)
+    _add_view(sub)
+    _add_audit(sub)
     return parser
 
 

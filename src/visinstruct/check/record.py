@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..core.tokens import TokenCounter
 from .boxes import find_conventions
 from .checks import empty_problems, order_problems, token_problems, too_long_problem
 from .images import image_problems
 from .shape import Problem, Shape, Turn, read_shape
 from .targets import KINDS, Target
-from .tokens import TokenCounter
 
 NAMES = {"norm1": "[0,1]", "norm1000": "Qwen-VL [0,1000)", "pixels": "absolute pixels"}
 

@@ -16,10 +16,10 @@ from ..core.errors import UserError
 from ..core.inputs import read_splits, record_splits
 from ..core.io import AtomicFile, RecordWriter, check_paths, output_format
 from ..core.report import Progress
+from ..core.tokens import TokenCounter
 from .fix import FIXES, fix_record
 from .record import NAMES, RecordChecker
 from .targets import BLOCKING, KINDS, TARGETS, Target, input_kind
-from .tokens import TokenCounter
 
 
 @dataclass

@@ -13,14 +13,18 @@ from ..core.io import RecordWriter, check_paths, read_records
 from ..core.report import Progress, Tally, make_report
 from ..core.step import Item, Step, check_pipeline
 from ..exec import make_executor
+from .hf_folder import DEFAULT_SHARD_BYTES, HfFolderSink, check_split
 from .messages import llava_to_messages, messages_to_llava
 from .parquet import GroupSplit, ParquetGroupStep, ParquetSink, ReadImagesStep, plan, survey
+from .shards import ShardPlan
 from .svit import SvitStep, svit_sizes
 from .webdataset import TarSink, WdsFilesStep
 
-FORMATS = ("llava", "parquet", "messages", "wds", "svit")
+FORMATS = ("llava", "parquet", "messages", "wds", "svit", "hf-folder")
+OUTPUT_ONLY = ("wds", "hf-folder")
 ROUTES = {("parquet", "llava"), ("llava", "parquet"), ("llava", "messages"), ("messages", "llava"),
-          ("llava", "wds"), ("svit", "llava")}
+          ("llava", "wds"), ("svit", "llava"), ("llava", "hf-folder")}
+FOLDER_OUTPUTS = ("parquet", "wds", "hf-folder")  # outputs that may be folders, replaced whole
 
 
 @dataclass
@@ -32,13 +36,15 @@ class ConvertOptions:
     image_root: Path | None = None
     images_out: Path | None = None
     workers: int = 1
-    shard_size: int | None = None
+    shard_size: int | None = None  # rows per shard
     image_data: Path | None = None
     executor: str = "local"
     ray_address: str | None = None
     progress: bool | None = None
     box_rounding: str | None = None  # svit → llava only: "svit" (default) or "exact"
     report: Path | None = None  # where the caller writes the report: checked against the inputs here
+    shard_bytes: int | None = None  # parquet, hf-folder: a shard ends before it passes this many bytes
+    split: str | None = None  # hf-folder: the split name (default train)
 
 
 class Sink(Protocol):
@@ -115,11 +121,11 @@ def route(src: Path, out: Path, source: str, opts: ConvertOptions) -> tuple[list
         images_out = opts.images_out or out.parent / "images"  # made by the first image write, not before
         splits = [GroupSplit([group]) for group in plan(parquet_files(src), images_out)]
         return splits, [ParquetGroupStep()], RecordSink(out)
-    if opts.to == "parquet":
-        found = survey(src)
+    if opts.to in ("parquet", "hf-folder"):
+        found = survey(src, shard_plan(opts, root))
         if found.count == 0:
             raise UserError(f"{src}: no records")
-        sink = ParquetSink(out, found, opts.shard_size or 5000)
+        sink: Any = ParquetSink(out, found) if opts.to == "parquet" else HfFolderSink(out, found, opts.split or "train")
         return record_splits(src, parts=parts), [ReadImagesStep(root, found.multi_image)], sink
     if opts.to == "wds":
         return record_splits(src, parts=parts), [WdsFilesStep(root)], TarSink(out, opts.shard_size or 1000)
@@ -130,18 +136,36 @@ def route(src: Path, out: Path, source: str, opts: ConvertOptions) -> tuple[list
     return record_splits(src, parts=parts), [MapStep(f"{source}_to_{opts.to}", function)], RecordSink(out)
 
 
-def convert(src: Path, out: Path, opts: ConvertOptions) -> dict[str, Any]:
-    """Run one conversion; returns the report (`records_out`: records, rows or samples written)."""
-    started = time.perf_counter()
-    check_paths({"the input": src, "--image-root": opts.image_root, "--image-data": opts.image_data},
-                {"the output": out, "--report": opts.report},
-                folders=frozenset({"the output"}) if opts.to in ("parquet", "wds") else frozenset())
-    source = opts.source_format or detect(src)
+def shard_plan(opts: ConvertOptions, root: Path) -> ShardPlan:
+    """Rows and/or bytes per shard; unset, parquet takes 5,000 rows and hf-folder 500 MB (push_to_hub's cut)."""
+    rows, size = opts.shard_size, opts.shard_bytes
+    if rows is None and size is None:
+        rows, size = (None, DEFAULT_SHARD_BYTES) if opts.to == "hf-folder" else (5000, None)
+    return ShardPlan(rows, size, root)
+
+
+def _check_options(source: str, opts: ConvertOptions) -> None:
     if (source, opts.to) not in ROUTES:
         routes = ", ".join(f"{a}→{b}" for a, b in sorted(ROUTES))
         raise UserError(f"no conversion from {source} to {opts.to} (available: {routes})")
     if opts.box_rounding and source != "svit":
         raise UserError("--box-rounding applies to svit → llava only")
+    if opts.split is not None and opts.to != "hf-folder":
+        raise UserError("--split applies to --to hf-folder only")
+    if opts.to == "hf-folder":
+        check_split(opts.split or "train")
+    if opts.shard_bytes is not None and opts.to not in ("parquet", "hf-folder"):
+        raise UserError("--shard-bytes applies to --to parquet and --to hf-folder only")
+
+
+def convert(src: Path, out: Path, opts: ConvertOptions) -> dict[str, Any]:
+    """Run one conversion; returns the report (`records_out`: records, rows or samples written)."""
+    started = time.perf_counter()
+    check_paths({"the input": src, "--image-root": opts.image_root, "--image-data": opts.image_data},
+                {"the output": out, "--report": opts.report},
+                folders=frozenset({"the output"}) if opts.to in FOLDER_OUTPUTS else frozenset())
+    source = opts.source_format or detect(src)
+    _check_options(source, opts)
     executor = make_executor(opts.executor, opts.workers, opts.ray_address)
     splits, steps, sink = route(src, out, source, opts)
     check_pipeline(steps)

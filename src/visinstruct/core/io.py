@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import glob
+import hashlib
 import os
 import shutil
 import stat
@@ -149,11 +150,15 @@ def write_json(path: Path, value: Any) -> None:
 
 
 class RecordWriter:
-    """Streams records as a .json list or .jsonl through an AtomicFile: a reader never sees half a file."""
+    """Streams records as a .json list or .jsonl through an AtomicFile: a reader never sees half a file.
+
+    `digest` is the SHA-256 of the records written (each one's JSON + newline: the same whatever the framing).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path, self.format, self.count = path, output_format(path), 0
         self.file = AtomicFile(path)
+        self.digest = hashlib.sha256()
 
     def __enter__(self) -> RecordWriter:
         self.handle = self.file.__enter__()
@@ -167,6 +172,7 @@ class RecordWriter:
 
     def write_raw(self, data: bytes) -> None:
         """Append one record already serialized with orjson."""
+        self.digest.update(data + b"\n")
         if self.format == "json":
             self.handle.write(b"\n" if self.count == 0 else b",\n")
         self.handle.write(data)
@@ -199,7 +205,8 @@ def shard_name(stem: str, rank: int, world: int, suffix: str) -> str:
 
 # ---- readers -------------------------------------------------------------------------------------------
 
-def _open(path: Path) -> IO[bytes]:
+def open_input(path: Path) -> IO[bytes]:
+    """An input file for reading; a missing file, a folder or an unreadable file is a one-line UserError."""
     if path.is_dir():
         raise UserError(f"{path}: is a folder, expected a file")
     try:
@@ -214,7 +221,7 @@ def read_jsonl(path: Path, start: int = 0, end: int | None = None,
                lines_before: int | None = None) -> Iterator[tuple[int, Any]]:
     """(line number, value) for each non-blank line whose first byte lies in [start, end).
     `lines_before` (the newlines before `start`, see `newlines_before`) spares counting them here."""
-    with _open(path) as handle:
+    with open_input(path) as handle:
         line_no = 0
         if start > 0:
             handle.seek(start - 1)
@@ -257,7 +264,7 @@ def decode_utf8(data: bytes, name: str) -> str:
 def newlines_before(path: Path, offsets: list[int]) -> list[int]:
     """For each offset (ascending), how many newlines the file has before it: one pass over the file."""
     counts, total, position = [], 0, 0
-    with _open(path) as handle:
+    with open_input(path) as handle:
         for offset in offsets:
             while position < offset:
                 block = handle.read(min(1 << 20, offset - position))
@@ -271,7 +278,7 @@ def newlines_before(path: Path, offsets: list[int]) -> list[int]:
 
 def read_json_list(path: Path) -> Iterator[Any]:
     """The items of a top-level JSON list, streamed with ijson (memory does not grow with the file)."""
-    with _open(path) as handle:
+    with open_input(path) as handle:
         start = _skip_bom(handle)
         head = handle.read(4096).lstrip(b" \t\r\n")
         if head[:1] != b"[":
@@ -328,7 +335,7 @@ def read_json(path: Path) -> Any:
 
 def stream_items(path: Path, prefix: str = "item") -> Iterator[Any]:
     """The items under `prefix` of a large JSON document, streamed; errors name the file and the item."""
-    with _open(path) as handle:
+    with open_input(path) as handle:
         _skip_bom(handle)
         count = 0
         try:

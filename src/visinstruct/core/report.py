@@ -3,34 +3,67 @@
 A report is a plain dict: `{"stage", "input", "output", "records_in", "records_out", "rejected",
 "seconds", "executor", "workers", "steps": {name: {"in", "out", "rejected", "rejected_by_reason", "counts"}}}`
 plus stage-specific keys. The CLI prints it with `summary_lines` and `--report` writes it as JSON.
-Progress is a bar on a terminal and a periodic line in logs (stderr that is not a terminal).
+Progress is a bar on a terminal and a periodic line in logs (stderr that is not a terminal; every 30 s, or
+`$VISINSTRUCT_PROGRESS_S`).
 """
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from .errors import UserError
 from .io import write_json
 from .step import StepStats
 
 LOG_EVERY_S = 30.0
+LOG_EVERY_ENV = "VISINSTRUCT_PROGRESS_S"  # seconds between progress lines in logs (default LOG_EVERY_S)
+
+
+def log_every() -> float:
+    """Seconds between progress lines in logs: `$VISINSTRUCT_PROGRESS_S`, else LOG_EVERY_S."""
+    value = os.environ.get(LOG_EVERY_ENV, "").strip()
+    if not value:
+        return LOG_EVERY_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UserError(f"{LOG_EVERY_ENV}={value!r}: expected a number of seconds above 0")
+    return seconds
+
+
+def duration(seconds: float) -> str:
+    """`42 s`, `3 min 05 s`, `2 h 07 min`."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 class Progress:
-    """Counts items; a tqdm bar when `stream` is a terminal, else one line every LOG_EVERY_S seconds."""
+    """Counts items; a tqdm bar when `stream` is a terminal, else a line every `log_every()` seconds with the
+    count, the rate, the ETA (when the total is known) and `detail()` (e.g. failed, in flight). Lines come
+    from `update` and from `tick`, which a long-waiting caller calls so that a stalled run still reports."""
 
     def __init__(self, label: str, total: int | None = None, enabled: bool | None = None,
-                 stream: TextIO | None = None, unit: str = "rec") -> None:
-        self.label, self.total, self.unit = label, total, unit
+                 stream: TextIO | None = None, unit: str = "rec", detail: Callable[[], str] | None = None) -> None:
+        self.label, self.total, self.unit, self.detail = label, total, unit, detail
         self.stream = stream or sys.stderr
         self.count, self.started = 0, time.monotonic()
         self.last_line = self.started
         tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.enabled = enabled if enabled is not None else True
+        self.every = log_every() if self.enabled and not tty else LOG_EVERY_S
         self.bar = None
         if self.enabled and tty:
             from tqdm import tqdm
@@ -42,17 +75,36 @@ class Progress:
         self.count += n
         if self.bar is not None:
             self.bar.update(n)
+        else:
+            self.tick()
+
+    def tick(self) -> None:
+        """Log a line if one is due (in logs), or refresh the bar's detail (on a terminal)."""
+        if self.bar is not None:
+            if self.detail is not None:
+                self.bar.set_postfix_str(self.detail())
         elif self.enabled:
             now = time.monotonic()
-            if now - self.last_line >= LOG_EVERY_S:
+            if now - self.last_line >= self.every:
                 self.last_line = now
                 self._line(now)
+
+    def note(self, text: str) -> None:
+        """A one-off line worth seeing (above the bar on a terminal; printed even with progress off)."""
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
 
     def _line(self, now: float) -> None:
         rate = self.count / max(now - self.started, 1e-9)
         total = f"/{self.total:,}" if self.total else ""
-        shown = f"{rate:,.0f}/s" if rate >= 10 else f"{rate * 60:,.1f}/min"
-        print(f"{self.label}: {self.count:,}{total} {self.unit} ({shown})", file=self.stream, flush=True)
+        shown = f"{rate:,.0f}/s" if rate >= 10 else f"{rate:.2g}/s"
+        left = (self.total or 0) - self.count
+        eta = f", ETA {duration(left / rate)}" if self.total and left > 0 and rate > 0 else ""
+        detail = f": {self.detail()}" if self.detail is not None else ""
+        print(f"{self.label}: {self.count:,}{total} {self.unit} ({shown}{eta}){detail}", file=self.stream,
+              flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

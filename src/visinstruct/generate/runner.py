@@ -1,4 +1,5 @@
-"""The run loop: bounded concurrency, rate limits, retries with backoff, and a ledger write per reply."""
+"""The run loop: an adaptive window of requests in flight, rate limits, retries with backoff, and a ledger
+write per reply."""
 
 from __future__ import annotations
 
@@ -9,19 +10,20 @@ from dataclasses import dataclass
 
 from ..core.errors import UserError
 from ..core.report import Progress
-from ..teachers.base import KeyRefused, Teacher, TeacherError
+from ..teachers.base import KeyRefused, Reply, Teacher, TeacherError
 from .ledger import Ledger
-from .limits import Limits
+from .limits import Limits, Window
 from .units import Unit
 from .vlm import ImageError
 
 MAX_BACKOFF_S = 60.0
 MAX_RETRY_AFTER_S = 600.0
+TICK_S = 0.5  # how often the progress display is offered a line while requests are out
 
 
 @dataclass
 class RunStats:
-    """What this run asked and got."""
+    """What this run asked and got (every field a count: Ray sums them over actors)."""
 
     answered: int = 0
     failed: int = 0
@@ -29,13 +31,23 @@ class RunStats:
     retries: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the server says came from its prefix cache
+    cache_reports: int = 0  # replies that said how many prompt tokens were cached
+    streamed: int = 0  # replies read as a stream (time to first token measured apart)
+    timeouts: int = 0
+    throttled: int = 0  # 429, 503 and the like
+    back_offs: int = 0  # times the adaptive window was halved
+    timeout_raises: int = 0  # times a queue-wait timeout raised the request timeout (without streaming)
+    concurrency: int = 0  # the adaptive window at the end (0: a fixed window, e.g. the embedded teacher)
 
 
 class Runner:
-    """Sends units to a teacher with `concurrency` workers and records every outcome in the ledger.
+    """Sends units to a teacher and records every outcome in the ledger.
 
-    A refused key (HTTP 401/403) stops the run: no worker sends another request, the refused units are
-    not recorded (a re-run with a good key asks them), and `run` raises a UserError saying so.
+    At most `concurrency` requests are in flight; for an adaptive teacher (HTTP) the window in between is
+    learned from the server (generate/limits.py AIMD). A refused key (HTTP 401/403) stops the run: no
+    worker sends another request, the refused units are not recorded (a re-run with a good key asks them),
+    and `run` raises a UserError saying so.
     """
 
     def __init__(self, teacher: Teacher, ledger: Ledger, limits: Limits, concurrency: int,
@@ -43,24 +55,40 @@ class Runner:
         self.teacher, self.ledger, self.limits = teacher, ledger, limits
         self.concurrency, self.retries, self.backoff = concurrency, retries, backoff
         self.progress = progress
+        self.window = Window(concurrency, adaptive=bool(getattr(teacher, "adaptive", False)))
         self.stats = RunStats()
         self.refused: KeyRefused | None = None
 
     async def run(self, units: list[Unit]) -> RunStats:
         """Process all units; returns when each is answered or failed."""
         pending = iter(units)
-        with Progress("generate", total=len(units), enabled=self.progress, unit="req") as bar:
+        with Progress("generate", total=len(units), enabled=self.progress, unit="req",
+                      detail=self._detail) as bar:
             self.bar = bar
+            ticker = asyncio.create_task(self._tick())
             workers = [asyncio.create_task(self._worker(pending)) for _ in range(min(self.concurrency, len(units)))]
             try:
                 await asyncio.gather(*workers)
             finally:
-                for w in workers:
-                    w.cancel()
+                for task in (*workers, ticker):
+                    task.cancel()
+        self.stats.back_offs = self.window.back_offs
+        self.stats.concurrency = self.window.allowed if self.window.control else 0
         if self.refused is not None:
             raise UserError(f"{self.refused.reason}; the run stopped, the {self.stats.answered} units answered "
                             "this run are kept in the ledger; re-run with a valid key to resume")
         return self.stats
+
+    def _detail(self) -> str:
+        window = self.window
+        limit = f"{window.allowed} (max {window.ceiling})" if window.control else str(window.ceiling)
+        return (f"{self.stats.answered:,} answered, {self.stats.failed:,} failed, {window.in_flight} in flight, "
+                f"concurrency {limit}")
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.bar.tick()
 
     async def _worker(self, pending: Iterator[Unit]) -> None:
         for unit in pending:
@@ -87,23 +115,39 @@ class Runner:
             self.stats.bad_images += 1
             return None
 
+    async def _send(self, request: dict, estimate: int) -> Reply | None:
+        """One attempt inside the window (None: the run stopped while it waited); raises TeacherError."""
+        ticket = await self.window.acquire()
+        try:
+            await self.limits.acquire(estimate)
+            if self.refused is not None:  # another worker's request was refused: send nothing more
+                self.window.release(ticket)
+                return None
+            reply = await self.teacher.complete(request)
+        except TeacherError as error:
+            self.limits.settle(estimate, 0)
+            self.window.release(ticket, overload=error.overload)
+            raise
+        except BaseException:
+            self.window.release(ticket)
+            raise
+        self.window.release(ticket, replied=True, first_byte=reply.first_byte_s)
+        self.limits.settle(estimate, reply.prompt_tokens + reply.completion_tokens)
+        return reply
+
     async def _one(self, unit: Unit) -> None:
         request = await self._request(unit)
         if request is None:
             return
         estimate = unit.prompt_estimate + unit.request["max_tokens"]
         for attempt in range(self.retries + 1):
-            await self.limits.acquire(estimate)
-            if self.refused is not None:  # another worker's request was refused: send nothing more
-                return
             try:
-                reply = await self.teacher.complete(request)
+                reply = await self._send(request, estimate)
             except KeyRefused as error:
-                self.limits.settle(estimate, 0)
                 self.refused = self.refused or error
                 return
             except TeacherError as error:
-                self.limits.settle(estimate, 0)
+                self._count(error)
                 if not error.retryable or attempt == self.retries:
                     self.ledger.record_failure(unit.key, unit.unit_id, unit.request,
                                                f"{error.reason} (after {attempt + 1} attempts)", attempt + 1)
@@ -112,10 +156,30 @@ class Runner:
                 self.stats.retries += 1
                 await asyncio.sleep(self._delay(attempt, error))
                 continue
-            self.limits.settle(estimate, reply.prompt_tokens + reply.completion_tokens)
-            self.ledger.record_answer(unit.key, unit.unit_id, unit.request, reply.text, reply.finish_reason,
-                                      reply.prompt_tokens, reply.completion_tokens, attempt + 1)
-            self.stats.answered += 1
-            self.stats.prompt_tokens += reply.prompt_tokens
-            self.stats.completion_tokens += reply.completion_tokens
+            if reply is not None:
+                self._record(unit, reply, attempt + 1)
             return
+
+    def _count(self, error: TeacherError) -> None:
+        """Tally an overload signal; say so when it raised the request timeout."""
+        if error.timed_out:
+            self.stats.timeouts += 1
+        elif error.overload:
+            self.stats.throttled += 1
+        if error.raised_timeout is not None:
+            self.stats.timeout_raises += 1
+            self.bar.note(f"generate: a request timed out while others were in flight (it may have waited in "
+                          f"the server's queue): the request timeout is now {error.raised_timeout:g} s")
+
+    def _record(self, unit: Unit, reply: Reply, attempts: int) -> None:
+        self.ledger.record_answer(unit.key, unit.unit_id, unit.request, reply.text, reply.finish_reason,
+                                  reply.prompt_tokens, reply.completion_tokens, attempts)
+        stats = self.stats
+        stats.answered += 1
+        stats.prompt_tokens += reply.prompt_tokens
+        stats.completion_tokens += reply.completion_tokens
+        if reply.cached_tokens is not None:
+            stats.cached_tokens += reply.cached_tokens
+            stats.cache_reports += 1
+        if reply.first_byte_s is not None:
+            stats.streamed += 1

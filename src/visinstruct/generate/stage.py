@@ -211,8 +211,11 @@ def print_summary(summary: Summary, opts: GenerateOptions, stream: TextIO) -> No
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(summary.dropped_boxes.items()))
         print(f"input boxes dropped: {sum(summary.dropped_boxes.values())} ({reasons})", file=stream)
     rate = f" in {summary.run_seconds:.1f} s" if summary.run_seconds else ""
-    print(f"this run: {run.answered} answered{rate}, {run.retries} retries; tokens: {run.prompt_tokens:,} prompt, "
-          f"{run.completion_tokens:,} completion", file=stream)
+    cached = f" ({run.cached_tokens:,} cached)" if run.cache_reports else ""
+    print(f"this run: {run.answered} answered{rate}, {run.retries} retries; tokens: {run.prompt_tokens:,} prompt"
+          f"{cached}, {run.completion_tokens:,} completion", file=stream)
+    if run.concurrency:
+        print(engine_line(run), file=stream)
     if summary.cost is not None:
         print(f"cost: {summary.cost:,.4f}", file=stream)
     print(f"output: {opts.out} ({summary.records} records)", file=stream)
@@ -220,6 +223,14 @@ def print_summary(summary: Summary, opts: GenerateOptions, stream: TextIO) -> No
         print(f"rejected/failed units with reasons: {opts.rejects_path}", file=stream)
     shards = " (+ shard files beside it: .shard-*-of-*.sqlite)" if opts.executor == "ray" else ""
     print(f"ledger: {opts.ledger_path}{shards}", file=stream)
+
+
+def engine_line(run: RunStats) -> str:
+    """How the adaptive window met the server: streamed replies, overload signals, the window at the end."""
+    raised = f"; request timeout raised {run.timeout_raises}x" if run.timeout_raises else ""
+    return (f"requests: {run.streamed} of {run.answered} answers streamed; {run.timeouts} timed out, "
+            f"{run.throttled} throttled; in flight at the end: {run.concurrency} after {run.back_offs} "
+            f"back-off{'s' if run.back_offs != 1 else ''}{raised}")
 
 
 def generate(inputs: InputSpec, teacher: TeacherConfig, opts: GenerateOptions,

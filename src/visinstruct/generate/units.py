@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from ..core.referring import seeded_index
+from ..core.tokens import estimate_tokens
 from ..sources.scene import Scene
 from .prompts import PromptPack, build_messages, load_pack
 from .tasks import Task
@@ -46,12 +47,6 @@ class Unit:
         text = last["content"][0]
         image = {"type": "image_url", "image_url": {"url": prepared.data_url()}}
         return {**self.request, "messages": [*head, {**last, "content": [text, image]}]}
-
-
-def estimate_tokens(text: str) -> int:
-    """A rough token count: ~4 ASCII characters or ~1.5 other characters per token."""
-    ascii_chars = len(text.encode("ascii", "ignore"))
-    return int(ascii_chars / 4 + (len(text) - ascii_chars) / 1.5) + 1
 
 
 def request_key(request: dict[str, Any]) -> str:

@@ -73,8 +73,9 @@ def _coco_captions(doc: Any, path: Path, images: dict[Any, dict]) -> dict[Any, l
     return captions
 
 
-def _coco_boxes(path: Path, images: dict[Any, dict], dropped: Dropped) -> dict[Any, list[Box]]:
-    doc = _read_annotations(path)
+def _coco_boxes(path: Path, images: dict[Any, dict], dropped: Dropped, doc: Any = None,
+                images_from: str = "the captions file") -> dict[Any, list[Box]]:
+    doc = _read_annotations(path) if doc is None else doc
     names = {}
     for i, cat in enumerate(_entries(doc, "categories", path)):
         if "id" not in cat or not isinstance(cat.get("name"), str):
@@ -85,7 +86,7 @@ def _coco_boxes(path: Path, images: dict[Any, dict], dropped: Dropped) -> dict[A
         image_id, bbox = ann.get("image_id"), ann.get("bbox")
         where = f"{path}: annotations[{i}] (id {ann.get('id')}, image_id {image_id})"
         if image_id not in images:
-            raise UserError(f"{where} refers to an image not in the captions file")
+            raise UserError(f"{where} refers to an image not in {images_from}")
         if ann.get("category_id") not in names:
             raise UserError(f"{where} has unknown category_id {ann.get('category_id')!r}")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
@@ -96,7 +97,7 @@ def _coco_boxes(path: Path, images: dict[Any, dict], dropped: Dropped) -> dict[A
             dropped.add(problem, where)
             continue
         norm = normalize_xywh(bbox, img["width"], img["height"])
-        boxes.setdefault(image_id, []).append(Box(names[ann["category_id"]], norm))
+        boxes.setdefault(image_id, []).append(Box(names[ann["category_id"]], norm, bool(ann.get("iscrowd"))))
     return boxes
 
 
@@ -124,6 +125,19 @@ def load_coco(captions_path: Path, instances_path: Path | None, image_prefix: st
             yield Scene(_image_key(image_id), join_image(image_prefix, img["file_name"]),
                         captions[image_id], boxes.get(image_id, []), source,
                         width=img["width"], height=img["height"])
+
+
+def load_coco_instances(path: Path, image_prefix: str = "", source: str = "",
+                        dropped: Dropped | None = None) -> Iterator[Scene]:
+    """Scenes from an instances file alone (its own `images` list): every image, its boxes with their crowd
+    flag, its size, no captions (for checking answers against the annotations, not for a teacher)."""
+    doc = _read_annotations(path)
+    images = _coco_images(doc, path)
+    boxes = _coco_boxes(path, images, dropped if dropped is not None else Dropped(), doc, "its 'images' list")
+    del doc  # the parsed file is the large part: free it before the scenes stream out
+    for image_id, img in images.items():
+        yield Scene(_image_key(image_id), join_image(image_prefix, img["file_name"]), [],
+                    boxes.get(image_id, []), source, width=img["width"], height=img["height"])
 
 
 def _image_key(image_id: Any) -> str:

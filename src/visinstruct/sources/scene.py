@@ -16,10 +16,12 @@ from ..core.boxes import format_box
 
 @dataclass
 class Box:
-    """One object: a category name and a normalized `[x1, y1, x2, y2]` box."""
+    """One object: a category name and a normalized `[x1, y1, x2, y2]` box; `crowd` marks a COCO iscrowd=1
+    region (several objects of the category under one box)."""
 
     category: str
     bbox: list[float]
+    crowd: bool = False
 
 
 @dataclass

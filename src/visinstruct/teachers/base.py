@@ -14,6 +14,8 @@ class Reply:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str | None = None
+    cached_tokens: int | None = None  # prompt tokens the server served from its prefix cache, when it says
+    first_byte_s: float | None = None  # seconds from sending to the first token (streamed replies only)
 
     @property
     def truncated(self) -> bool:
@@ -22,13 +24,20 @@ class Reply:
 
 
 class TeacherError(Exception):
-    """A request that did not produce a reply; `retryable` says whether trying again may help."""
+    """A request that did not produce a reply; `retryable` says whether trying again may help, `overload`
+    whether the server is past its capacity (a timeout, 429, 503: fewer requests in flight may help),
+    `timed_out` whether the client gave up waiting, and `raised_timeout` the new request timeout when this
+    error made the client raise it."""
 
-    def __init__(self, reason: str, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, retryable: bool, retry_after: float | None = None, overload: bool = False,
+                 timed_out: bool = False, raised_timeout: float | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
         self.retry_after = retry_after
+        self.overload = overload or timed_out
+        self.timed_out = timed_out
+        self.raised_timeout = raised_timeout
 
 
 class KeyRefused(TeacherError):
@@ -40,7 +49,12 @@ class KeyRefused(TeacherError):
 
 
 class Teacher(Protocol):
-    """Anything that answers chat requests asynchronously."""
+    """Anything that answers chat requests asynchronously.
+
+    A teacher with a true `adaptive` attribute (the HTTP client) gets an adaptive number of requests in
+    flight (generate/limits.py AIMD); others (the embedded model, which batches what it is given) get a
+    fixed `--concurrency`.
+    """
 
     model: str
     default_concurrency: int

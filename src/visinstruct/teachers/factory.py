@@ -25,6 +25,8 @@ class TeacherConfig:
     concurrency: int | None = None
     batch_size: int = 8
     api_key: str | None = field(default=None, repr=False)  # read from api_key_env; never logged or written
+    first_byte_timeout: float = 300.0  # streamed: seconds to the first token (queue + prefill)
+    stream: bool = True  # HTTP: ask for a streamed reply (--no-stream: one plain JSON body)
 
     @property
     def embedded(self) -> bool:
@@ -74,7 +76,8 @@ class TeacherConfig:
             if not key:
                 raise UserError(f"--api-key-env {self.api_key_env}: not set in this worker's environment "
                                 "(on a cluster, set it on every node)")
-        return HTTPTeacher(self.base_url, self.model, key, self.timeout, self.concurrency)
+        return HTTPTeacher(self.base_url, self.model, key, self.timeout, self.concurrency,
+                           self.first_byte_timeout, self.stream)
 
     def __getstate__(self) -> dict:
         """Pickled for a worker or a Ray actor without the key itself (the worker reads its variable)."""
