@@ -12,6 +12,7 @@ Scenarios:
   image-root   the .jsonl with --image-root: every image's size read from its header (and 24 thumbnails)
 
     python bench/stats_view.py [--rows 1000000] [--data DIR]   (DIR keeps the generated files for the next run)
+    python bench/stats_view.py --view-rows 1000000 5000000     (also the viewer: bench/view_index.py's table)
 """
 
 from __future__ import annotations
@@ -120,7 +121,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--data", type=Path, help="keep the generated records here")
+    parser.add_argument("--view-rows", type=int, nargs="*", default=[],
+                        help="then the viewer's index build and first page at these jsonl sizes (bench/view_index.py)")
     args = parser.parse_args()
+    if args.view_rows:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import view_index
+
+        print(view_index.HEADER, flush=True)
+        with tempfile.TemporaryDirectory(prefix="view-bench-") as scratch:
+            view_index.run(args.view_rows, [], [], Path(scratch))
     with tempfile.TemporaryDirectory(prefix="stats-bench-") as scratch:
         base = args.data or Path(scratch)
         print("| records | scenario | seconds | records/s | peak RSS |")
