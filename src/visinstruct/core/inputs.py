@@ -65,11 +65,12 @@ class ParquetSplit:
             raise UserError(f"{self.path}: row group {self.group} cannot be read ({exc})") from None
         for offset, row in enumerate(table.to_pylist()):
             if "image" in row:
-                row["image"] = _image_paths(row["image"])
+                row["image"] = image_paths(row["image"])
             yield Item(-1, row, f"{self.path}: row {self.first_row + offset}")
 
 
-def _image_paths(value: Any) -> Any:
+def image_paths(value: Any) -> Any:
+    """An image struct `{bytes, path}` (or a list of them) as its path(s), as in LLaVA json."""
     if isinstance(value, dict):
         return value.get("path")
     if isinstance(value, list):

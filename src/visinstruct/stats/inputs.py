@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
-from ..core.inputs import parquet_files
+from ..core.inputs import image_paths, parquet_files
 from ..core.io import read_json_list, read_jsonl
 
 
@@ -54,15 +54,6 @@ def _columns(schema: Any) -> list[str]:
     return names
 
 
-def _image_path(value: Any) -> Any:
-    """An image struct `{bytes, path}` (or a list of them) as its path, as in LLaVA json."""
-    if isinstance(value, dict):
-        return value.get("path")
-    if isinstance(value, list):
-        return [v.get("path") if isinstance(v, dict) else v for v in value]
-    return value
-
-
 def read_parquet(path: Path, batch_rows: int = 2048) -> Iterator[tuple[str, Any]]:
     """The rows of one parquet file, in batches of `batch_rows`, image bytes not read."""
     import pyarrow as pa
@@ -74,7 +65,7 @@ def read_parquet(path: Path, batch_rows: int = 2048) -> Iterator[tuple[str, Any]
         for batch in handle.iter_batches(batch_size=batch_rows, columns=_columns(handle.schema)):
             for record in batch.to_pylist():
                 if "image" in record:
-                    record["image"] = _image_path(record["image"])
+                    record["image"] = image_paths(record["image"])
                 yield f"{path}: row {row}", record
                 row += 1
     except (pa.ArrowException, OSError) as exc:

@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 
 from ..core.errors import UserError
-from ..core.inputs import parquet_files
+from ..core.inputs import image_paths, parquet_files
 from ..core.io import newlines_before
 from .index import OffsetIndex, load_or_build, stamp
 
@@ -271,17 +271,8 @@ def _parquet(file: Path) -> Any:
 def _with_paths(row: dict) -> dict:
     """A parquet row with its image struct(s) replaced by their path(s)."""
     if "image" in row:
-        row["image"] = _image_paths(row["image"])
+        row["image"] = image_paths(row["image"])
     return row
-
-
-def _image_paths(value: Any) -> Any:
-    """An image struct `{path}` (bytes left out) becomes its path, as in LLaVA json; lists item by item."""
-    if isinstance(value, dict):
-        return value.get("path")
-    if isinstance(value, list):
-        return [v.get("path") if isinstance(v, dict) else v for v in value]
-    return value
 
 
 Dataset = OffsetDataset | ParquetDataset
