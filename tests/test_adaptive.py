@@ -317,6 +317,7 @@ def test_without_streaming_the_timeout_rises_after_queue_waits(tmp_path: Path) -
         thread.stop()
     assert result.returncode == 0, result.stderr
     assert len(read_records(out)) == 6 and "failed: 0" in result.stderr
-    assert thread.server.streamed == 0 and thread.server.completed == 6
+    # a request the client gave up on just as the server finished it counts as completed there too
+    assert thread.server.streamed == 0 and thread.server.completed >= 6
     assert "the request timeout is now 6 s" in result.stderr and "request timeout raised" in result.stderr
     assert re.search(r"requests: 0 of 6 answers streamed; [1-9]\d* timed out", result.stderr), result.stderr
