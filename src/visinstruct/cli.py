@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .check.targets import TARGET_NAMES
-from .convert.run import FORMATS, OUTPUT_ONLY
+from .convert.formats import FORMATS, OUTPUT_ONLY
 from .convert.shards import parse_size
 from .core.boxes import BOX_ROUNDINGS, pad_boxes_in_text
 from .core.errors import UserError

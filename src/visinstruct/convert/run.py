@@ -13,18 +13,13 @@ from ..core.io import RecordWriter, check_paths, read_records
 from ..core.report import Progress, Tally, make_report
 from ..core.step import Item, Step, check_pipeline
 from ..exec import make_executor
+from .formats import FOLDER_OUTPUTS, ROUTES
 from .hf_folder import DEFAULT_SHARD_BYTES, HfFolderSink, check_split
 from .messages import llava_to_messages, messages_to_llava
 from .parquet import GroupSplit, ParquetGroupStep, ParquetSink, ReadImagesStep, plan, survey
 from .shards import ShardPlan
 from .svit import SvitStep, svit_sizes
 from .webdataset import TarSink, WdsFilesStep
-
-FORMATS = ("llava", "parquet", "messages", "wds", "svit", "hf-folder")
-OUTPUT_ONLY = ("wds", "hf-folder")
-ROUTES = {("parquet", "llava"), ("llava", "parquet"), ("llava", "messages"), ("messages", "llava"),
-          ("llava", "wds"), ("svit", "llava"), ("llava", "hf-folder")}
-FOLDER_OUTPUTS = ("parquet", "wds", "hf-folder")  # outputs that may be folders, replaced whole
 
 
 @dataclass

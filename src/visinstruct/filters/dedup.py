@@ -13,6 +13,7 @@ from array import array
 from pathlib import Path
 from typing import Any
 
+from ..core.phash import phash_file
 from .base import Reject, Verdict
 
 # A conversation is substantive (the same one on another image is a teacher failure, not a coincidence) when
@@ -138,15 +139,7 @@ class ImageDedup:
 
     def _hash(self, name: str) -> int | None:
         if name not in self.cache:
-            import imagehash
-            from PIL import Image
-
-            try:
-                with Image.open(self.root / name) as image:
-                    image.draft("L", (64, 64))
-                    self.cache[name] = int(str(imagehash.phash(image)), 16)
-            except Exception:
-                self.cache[name] = None
+            self.cache[name] = phash_file(self.root / name)
         return self.cache[name]
 
     def _band_keys(self, value: int) -> list[int]:

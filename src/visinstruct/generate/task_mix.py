@@ -10,9 +10,8 @@ scenes are added, with counts that follow the weights only on average.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
-
-import numpy as np
 
 from ..core.errors import UserError
 
@@ -36,7 +35,7 @@ def _value(name: str, text: str) -> tuple[float, bool]:
         number = float(text)
     except ValueError:
         raise ValueError(f"{name}={text!r}: the value must be a count or a weight") from None
-    if not np.isfinite(number) or number < 0:
+    if not math.isfinite(number) or number < 0:
         raise ValueError(f"{name}={text!r}: the value must be a finite number ≥ 0")
     exact = text.strip().lstrip("+").isdigit()
     return number, exact
@@ -69,12 +68,16 @@ def _unit_interval(seed: int, image_id: str) -> float:
 
 
 def _by_weight(image_ids: list[str], mix: TaskMix, seed: int) -> list[str | None]:
+    import numpy as np  # here, not at module level: the CLI imports this module at start-up
+
     edges = np.cumsum(mix.values) / sum(mix.values)
     picks = np.searchsorted(edges, [_unit_interval(seed, i) for i in image_ids], side="right")
     return [mix.names[min(int(p), len(mix.names) - 1)] for p in picks]
 
 
 def _by_count(image_ids: list[str], mix: TaskMix, seed: int, where: str) -> list[str | None]:
+    import numpy as np
+
     if mix.total > len(image_ids):
         raise UserError(f"--task-mix asks for {mix.total:,} images but {where} has {len(image_ids):,} scenes; "
                         "lower the counts or give weights (e.g. dialogue=0.4,captioning=0.6)")
