@@ -286,8 +286,8 @@ def coco(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
 # ---- the tables --------------------------------------------------------------------------------------
 
 def test_tables_cover_the_80_categories_and_every_word_names_its_category() -> None:
-    from visinstruct.audit.scan import scan
-    from visinstruct.audit.vocab import categories, lexicon
+    from visinstruct.grounding.scan import scan
+    from visinstruct.grounding.vocab import categories, lexicon
 
     assert len(categories()) == 80 and len(set(categories())) == 80
     wrong = []

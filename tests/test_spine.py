@@ -23,14 +23,15 @@ ALLOWED = {
     "sources": {"core"},
     "teachers": {"core"},
     "exec": {"core"},
-    "filters": {"core", "exec"},
+    "filters": {"core", "exec", "sources", "grounding"},
     "convert": {"core", "exec"},
     "mix": {"core"},
     "check": {"core"},
     "stats": {"core"},
     "view": {"core"},
-    "audit": {"core", "sources"},
-    "generate": {"core", "exec", "sources", "teachers"},
+    "grounding": {"core", "sources"},  # a library (like sources): mentions, counts, boxes vs annotations
+    "audit": {"core", "sources", "grounding"},
+    "generate": {"core", "exec", "sources", "teachers", "grounding"},
 }
 
 

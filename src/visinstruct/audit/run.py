@@ -16,13 +16,13 @@ from ..core.inputs import read_splits, record_splits
 from ..core.io import RecordWriter, check_paths, output_format
 from ..core.report import Progress, make_report
 from ..core.step import Item
+from ..grounding.annotations import Annotations, load_annotations
+from ..grounding.boxes import FRAMES
+from ..grounding.judge import Checks, gpt_turns, judge
+from ..grounding.scan import detect_lang
+from ..grounding.vocab import LANGS
 from ..sources.visual_genome import vg_files
-from .annotations import Annotations, load_annotations
-from .boxes import FRAMES
-from .judge import Checks, gpt_turns, judge
-from .scan import detect_lang
 from .tally import Tally
-from .vocab import LANGS
 
 REJECT_STAGE = "grounding"
 

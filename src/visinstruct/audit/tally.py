@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .judge import KINDS, Verdict
+from ..grounding.judge import KINDS, Verdict
 
 
 def ratio(part: int, whole: int) -> float | None:
