@@ -5,14 +5,17 @@ COCO train2017) with 2–12 objects each (~7 on average, ~860k annotations, 1% o
 records that name those objects in English (60%), Russian (20%) and Chinese (20%): 1–3 answers of 2–4 sentences
 with numbers, 10% referring answers with `<st>obj<ed> [box]` markup, 10% with an object the image lacks.
 Then runs `python -m visinstruct audit` in its own process over no records (loading the annotations alone),
-N/4 and N records, and prints wall seconds, records/s and that process's peak RSS (its VmHWM).
+N/4 and N records, and prints wall seconds, that process's CPU seconds, records/s and its peak RSS (VmHWM).
+With `--baseline SRC` each size runs a second time with another checkout's `src` folder first on the path (a
+before/after table from one run, under the same load), e.g. `git archive HEAD src | tar -x -C /tmp/before`.
 
-    python bench/audit.py [--rows 1000000] [--images 118287] [--data DIR]
+    python bench/audit.py [--rows 1000000] [--images 118287] [--data DIR] [--baseline /tmp/before/src]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import subprocess
 import sys
@@ -121,21 +124,25 @@ def write_data(folder: Path, rows: int, images: int) -> None:
     stamp.write_text("ok\n")
 
 
-CHILD = ("import sys\nfrom visinstruct.cli import main\ncode = main(sys.argv[1:])\n"
-         "print(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])\n"
+CHILD = ("import os, sys\nfrom visinstruct.cli import main\ncode = main(sys.argv[1:])\n"
+         "print(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1], "
+         "sum(os.times()[:2]))\n"
          "sys.exit(code)\n")
 
 
-def run(records: Path, instances: Path, out: Path) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS (bytes) and the summary of one `visinstruct audit` in its own process."""
+def run(records: Path, instances: Path, out: Path, src: Path | None = None) -> tuple[float, float, int, str]:
+    """Wall seconds, CPU seconds, peak RSS (bytes) and the summary of one `visinstruct audit` in its own process
+    (`src`: import visinstruct from that folder instead)."""
+    env = {**os.environ, "PYTHONPATH": str(src)} if src else None
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", CHILD, "audit", str(records), "--coco-instances", str(instances),
                              "--out", str(out), "--image-prefix", "coco/train2017/", "--no-progress"],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"audit failed: {result.stderr}")
-    return seconds, int(result.stdout.split()[-1]) * 1024, result.stderr.strip().splitlines()[1]
+    peak, cpu = result.stdout.split()[-2:]
+    return seconds, float(cpu), int(peak) * 1024, result.stderr.strip().splitlines()[1]
 
 
 def head(source: Path, target: Path, rows: int) -> Path:
@@ -150,22 +157,26 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--images", type=int, default=118_287)
     parser.add_argument("--data", type=Path, help="keep the generated files here")
+    parser.add_argument("--baseline", type=Path, metavar="SRC", help="also run another checkout's src folder")
     args = parser.parse_args()
+    trees = [("this", None)] + ([(str(args.baseline), args.baseline)] if args.baseline else [])
     with tempfile.TemporaryDirectory(prefix="audit-bench-") as scratch:
         data = args.data or Path(scratch)
         data.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         write_data(data, args.rows, args.images)
         print(f"<!-- data ready in {time.perf_counter() - started:.0f} s -->", flush=True)
-        print("| records | seconds | records/s | peak RSS | CHAIR |")
-        print("|---|---|---|---|---|")
+        print("| code | records | seconds | CPU s | records/s | peak RSS | CHAIR |")
+        print("|---|---|---|---|---|---|---|")
         for rows in (0, args.rows // 4, args.rows):
             records = head(data / "records.jsonl", Path(scratch) / f"in-{rows}.jsonl", rows)
             out = Path(scratch) / "out.jsonl"
-            seconds, peak, chair = run(records, data / "instances.json", out)
-            rate = f"{rows / seconds:,.0f}" if rows else "—"
-            print(f"| {rows:,} | {seconds:.1f} | {rate} | {peak / 2**20:,.0f} MB | {chair.strip()} |", flush=True)
-            out.unlink()
+            for name, src in trees:
+                seconds, cpu, peak, chair = run(records, data / "instances.json", out, src)
+                rate = f"{rows / seconds:,.0f}" if rows else "—"
+                print(f"| {name} | {rows:,} | {seconds:.1f} | {cpu:.1f} | {rate} | {peak / 2**20:,.0f} MB | "
+                      f"{chair.strip()} |", flush=True)
+                out.unlink()
             records.unlink()
 
 

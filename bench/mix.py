@@ -2,7 +2,8 @@
 
 Writes synthetic LLaVA records once (an answer of 20-60 words, 1 in 3 with a second turn, 1% of the json and
 parquet rows repeating a jsonl row): a .jsonl of 0.6 N rows, a .json list of 0.2 N rows and a folder of
-4 parquet shards of 0.2 N rows. Then runs each scenario as `python -m visinstruct mix` in its own process and
+4 parquet shards of 0.2 N rows; every record's image is one of 500 small JPEGs (~3 KB of noise, under
+img/coco/train2017/). Then runs each scenario as `python -m visinstruct mix` in its own process and
 prints wall and CPU seconds, rows written, rows written per CPU second and that process's peak RSS (its
 VmHWM); each scenario runs over all N rows and over N/4 of them, so that a flat peak shows.
 
@@ -11,6 +12,7 @@ Scenarios:
   sample   random:50% of the jsonl, end:10% of the json, first:50% of the parquet folder (counted first)
   dedup    every row, `dedup: text` (8 bytes per written row kept)
   replay   `--lock` of the `all` mixture (hashes every source file, then reads the rows again)
+  folder   every row into a Hugging Face dataset folder (parquet shards, the images embedded; two passes)
 
     python bench/mix.py [--rows 1000000] [--data DIR]   (DIR keeps the generated sources for the next run)
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,11 +31,13 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
 WORDS = ("the a red blue small large man woman dog cat bus train table chair window street kitchen park "
          "holds sits stands waits rides looks near behind next to under over while with two three several "
          "people cars trees plates cups umbrella bicycle sign building light sky water")
 VOCABULARY = WORDS.split()
+IMAGES = 500  # distinct image files the records point to
 
 
 def make_record(i: int, rng: random.Random) -> dict:
@@ -41,15 +46,20 @@ def make_record(i: int, rng: random.Random) -> dict:
         question = f"{'<image>' + chr(10) if k == 0 else ''}What is happening near the {rng.choice(VOCABULARY)}?"
         answer = " ".join(rng.choice(VOCABULARY) for _ in range(rng.randint(20, 60))).capitalize() + "."
         turns += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
-    return {"id": f"{i:09d}", "image": f"coco/train2017/{rng.randint(0, 10**6):012d}.jpg",
+    return {"id": f"{i:09d}", "image": f"coco/train2017/{rng.randrange(IMAGES):012d}.jpg",
             "conversations": turns, "task": "conversation", "lang": "en"}
 
 
 def write_sources(folder: Path, rows: int) -> None:
     """The three sources; skipped when they are already there for this row count."""
-    stamp = folder / f"rows-{rows}"
+    stamp = folder / f"rows-{rows}-images"
     if stamp.exists():
         return
+    images = folder / "img" / "coco" / "train2017"
+    images.mkdir(parents=True, exist_ok=True)
+    for k in range(IMAGES):
+        noise = random.Random(k).randbytes(48 * 40 * 3)
+        Image.frombytes("RGB", (48, 40), noise).save(images / f"{k:012d}.jpg", quality=90)
     rng = random.Random(0)
     n_jsonl, n_json = rows * 6 // 10, rows * 2 // 10
     kept = []  # a few jsonl rows for later sources to repeat
@@ -86,6 +96,7 @@ def recipes(folder: Path) -> dict[str, str]:
                   f"  - json_path: {folder}/b.json\n    sampling_strategy: end:10%\n"
                   f"  - json_path: {folder}/c\n    sampling_strategy: first:50%\n",
         "dedup": f"dedup: text\ndatasets:\n{sources}",
+        "folder": f"image_root: {folder}/img\ndatasets:\n{sources}",
     }
 
 
@@ -119,13 +130,17 @@ def scenario_rows(folder: Path, rows: int, data: Path) -> None:
     for name, text in recipes(data).items():
         recipe = folder / f"{name}.yaml"
         recipe.write_text(text)
-        out = folder / f"{name}.jsonl"
+        out = folder / (name if name == "folder" else f"{name}.jsonl")
         seconds, cpu, peak = run([str(recipe), "--out", str(out)])
-        written = count_lines(out)
+        written = count_lines(out) if out.is_file() else sum(
+            pq.ParquetFile(p).metadata.num_rows for p in out.glob("data/*.parquet"))
         print(f"| {rows:,} | {name} | {written:,} | {seconds:.1f} | {cpu:.1f} | {written / cpu:,.0f} | "
               f"{peak / 2**20:,.0f} MB |", flush=True)
         if name != "all":
-            out.unlink()
+            if out.is_dir():
+                shutil.rmtree(out)
+            else:
+                out.unlink()
             Path(f"{out}.lock.json").unlink()
             continue
         seconds, cpu, peak = run(["--lock", f"{out}.lock.json", "--out", str(folder / "replay.jsonl")])

@@ -10,6 +10,7 @@ A request with `stream: true` gets server-sent events (role, content pieces, fin
 requests wait in a queue for a free slot, then "generate" for `latency` seconds; a client that goes away
 before its reply is complete is counted in `abandoned`. `prefix_cache` adds
 `usage.prompt_tokens_details.cached_tokens` (64 when the request's system + few-shot prefix was seen before).
+It also serves OpenAI's Batch API (`/v1/files`, `/v1/batches`: see FakeBatches) with the same replies.
 Run alone: `python tests/teacher_server.py --port 8123 [--latency 0.1] [--fault-rate 0.2] [--slots 1]`.
 """
 
@@ -22,6 +23,7 @@ import hashlib
 import random
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,6 +144,7 @@ class TeacherServer:
     completed: int = 0  # slots mode: replies sent in full
     depths: list[int] = field(default_factory=list)  # slots mode: requests at the server when each arrived
     streamed: int = 0  # replies sent as events
+    batch_api: FakeBatches = field(default_factory=lambda: FakeBatches())  # /v1/files + /v1/batches
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -187,12 +190,14 @@ class TeacherServer:
             self._prefixes.add(prefix)
         return usage
 
+    def completion_body(self, body: dict, text: str) -> dict:
+        """The chat-completion body of a plain (not streamed) reply: online, and in a batch's output file."""
+        return {"id": "x", "object": "chat.completion", "model": body.get("model"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": self._usage(body, text)}
+
     def _plain(self, body: dict, text: str) -> web.Response:
-        payload = {"id": "x", "object": "chat.completion", "model": body.get("model"),
-                   "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                "finish_reason": "stop"}],
-                   "usage": self._usage(body, text)}
-        return web.Response(body=orjson.dumps(payload), content_type="application/json")
+        return web.Response(body=orjson.dumps(self.completion_body(body, text)), content_type="application/json")
 
     async def _stream(self, request: web.Request, body: dict, text: str, include_usage: bool,
                       spread: float) -> web.StreamResponse:
@@ -274,7 +279,148 @@ class TeacherServer:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self.handle)
+        self.batch_api.routes(app, self)
         return app
+
+
+@dataclass
+class FakeBatches:
+    """OpenAI's Files + Batches endpoints, answering each request with the reply the online path gets.
+
+    A batch ends `delay` seconds after it is created. On a request's first submission every `fail_every`-th
+    line of its batch is answered with an error (error file) and every `drop_every`-th gets no line at all (as
+    in an expired batch); a resubmission is answered normally. `create_faults` are used up one per create:
+    "lost" creates the batch but answers 500 (the client never learns its id), "refuse" answers 500.
+    `submissions` counts how many times each custom_id was ever submitted in a batch.
+    """
+
+    delay: float = 0.0
+    fail_every: int = 0
+    drop_every: int = 0
+    page: int = 100  # most batches per list page
+    create_faults: list[str] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)
+    batches: dict[str, dict] = field(default_factory=dict)  # id -> the batch object, in creation order
+    submissions: dict[str, int] = field(default_factory=dict)
+    creates: int = 0  # create calls answered (faults included)
+    lists: int = 0  # list calls
+
+    def __post_init__(self) -> None:
+        self._jobs: dict[str, tuple[float, list[tuple[str, dict, bool]]]] = {}
+
+    def routes(self, app: web.Application, server: TeacherServer) -> None:
+        self.server = server
+        app.router.add_post("/v1/files", self.upload)
+        app.router.add_get("/v1/files/{id}/content", self.content)
+        app.router.add_post("/v1/batches", self.create)
+        app.router.add_get("/v1/batches", self.list)
+        app.router.add_get("/v1/batches/{id}", self.get)
+
+    def _refused(self, request: web.Request) -> web.Response | None:
+        key = self.server.api_key
+        if key and request.headers.get("Authorization") != f"Bearer {key}":
+            return self.server._refuse(request)
+        return None
+
+    def _add_file(self, data: bytes, purpose: str) -> dict:
+        file_id = f"file-{len(self.files) + 1:04d}"
+        self.files[file_id] = data
+        return {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                "filename": f"{file_id}.jsonl", "purpose": purpose}
+
+    async def upload(self, request: web.Request) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        form = await request.post()
+        if form.get("purpose") != "batch" or not hasattr(form.get("file"), "file"):
+            return web.json_response({"error": {"message": "expected purpose=batch and a file"}}, status=400)
+        return web.json_response(self._add_file(form["file"].file.read(), "batch"))
+
+    async def content(self, request: web.Request) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        data = self.files.get(request.match_info["id"])
+        if data is None:
+            return web.json_response({"error": {"message": "no such file"}}, status=404)
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def create(self, request: web.Request) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        body = orjson.loads(await request.read())
+        data = self.files.get(body.get("input_file_id"))
+        if data is None or body.get("endpoint") != "/v1/chat/completions" or body.get("completion_window") != "24h":
+            return web.json_response({"error": {"message": "bad batch request"}}, status=400)
+        self.creates += 1
+        fault = self.create_faults.pop(0) if self.create_faults else None
+        if fault == "refuse":
+            return web.Response(status=500, text="internal error")
+        lines = [orjson.loads(line) for line in data.splitlines() if line.strip()]
+        batch_id = f"batch_{len(self.batches) + 1:04d}"
+        jobs = []
+        for line in lines:
+            assert line["method"] == "POST" and line["url"] == "/v1/chat/completions", line
+            self.submissions[line["custom_id"]] = self.submissions.get(line["custom_id"], 0) + 1
+            jobs.append((line["custom_id"], line["body"], self.submissions[line["custom_id"]] == 1))
+        assert len({custom_id for custom_id, _, _ in jobs}) == len(jobs), "duplicate custom_id in a batch"
+        self._jobs[batch_id] = (time.monotonic(), jobs)
+        self.batches[batch_id] = {
+            "id": batch_id, "object": "batch", "endpoint": body["endpoint"], "input_file_id": body["input_file_id"],
+            "completion_window": "24h", "status": "validating", "created_at": int(time.time()),
+            "output_file_id": None, "error_file_id": None, "errors": None,
+            "request_counts": {"total": len(jobs), "completed": 0, "failed": 0}}
+        if fault == "lost":
+            return web.Response(status=500, text="internal error")
+        return web.json_response(self.batches[batch_id])
+
+    def _advance(self, batch: dict) -> dict:
+        """The batch as it stands now: in progress until `delay` has passed, then completed with its files."""
+        started, jobs = self._jobs[batch["id"]]
+        if batch["status"] == "completed":
+            return batch
+        done = time.monotonic() - started >= self.delay
+        if not done:
+            batch["status"] = "in_progress"
+            share = (time.monotonic() - started) / self.delay
+            batch["request_counts"]["completed"] = int(len(jobs) * share)
+            return batch
+        output, errors = [], []
+        for n, (custom_id, body, first) in enumerate(jobs, start=1):
+            line = {"id": f"batch_req_{n}", "custom_id": custom_id, "error": None}
+            if first and self.fail_every and n % self.fail_every == 0:
+                errors.append({**line, "response": {"status_code": 400, "request_id": f"req_{n}", "body": {
+                    "error": {"message": f"fake failure of request {n}", "type": "invalid_request_error"}}}})
+            elif not (first and self.drop_every and n % self.drop_every == 0):
+                reply = self.server.completion_body(body, make_reply(body))
+                output.append({**line, "response": {"status_code": 200, "request_id": f"req_{n}", "body": reply}})
+        for name, rows in (("output_file_id", output), ("error_file_id", errors)):
+            if rows:
+                batch[name] = self._add_file(b"".join(orjson.dumps(r) + b"\n" for r in rows), "batch_output")["id"]
+        batch["status"] = "completed"
+        batch["request_counts"] = {"total": len(jobs), "completed": len(output), "failed": len(errors)}
+        return batch
+
+    async def get(self, request: web.Request) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        batch = self.batches.get(request.match_info["id"])
+        if batch is None:
+            return web.json_response({"error": {"message": "no such batch"}}, status=404)
+        return web.json_response(self._advance(batch))
+
+    async def list(self, request: web.Request) -> web.Response:
+        """Newest first, `limit` (at most `page`) per page after the `after` cursor."""
+        if (refused := self._refused(request)) is not None:
+            return refused
+        self.lists += 1
+        ids = list(reversed(self.batches))
+        after = request.query.get("after")
+        if after in ids:
+            ids = ids[ids.index(after) + 1:]
+        limit = min(int(request.query.get("limit", 20)), self.page)
+        data = [self._advance(self.batches[i]) for i in ids[:limit]]
+        return web.json_response({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                                  "last_id": data[-1]["id"] if data else None, "has_more": len(ids) > limit})
 
 
 class ServerThread:
@@ -320,9 +466,12 @@ def main() -> None:
     parser.add_argument("--api-key", help="refuse requests without this bearer key (HTTP 401)")
     parser.add_argument("--slots", type=int, help="queue requests for N slots, each held --latency s")
     parser.add_argument("--prefix-cache", action="store_true", help="report usage cached_tokens")
+    parser.add_argument("--batch-delay", type=float, default=0.0, help="seconds a batch takes to complete")
+    parser.add_argument("--batch-fail-every", type=int, default=0, help="fail every k-th request of a batch")
     args = parser.parse_args()
     server = TeacherServer(latency=args.latency, fault_rate=args.fault_rate, log_path=args.log, api_key=args.api_key,
-                           slots=args.slots, prefix_cache=args.prefix_cache)
+                           slots=args.slots, prefix_cache=args.prefix_cache,
+                           batch_api=FakeBatches(args.batch_delay, args.batch_fail_every))
     web.run_app(server.app(), host="127.0.0.1", port=args.port, access_log=None, print=None,
                 handler_cancellation=args.slots is not None)
 

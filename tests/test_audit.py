@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -480,6 +481,79 @@ def test_chair_matches_the_hand_count(tmp_path: Path) -> None:
     assert report["by_task"]["conversation"]["chair_i"] == 1 / 5 and report["problems"]["object"] == 3
 
 
+# ---- the streamed instances reader --------------------------------------------------------------------
+
+def test_instances_are_streamed_in_any_key_order_with_a_bom(tmp_path: Path) -> None:
+    from visinstruct.sources.coco import load_coco_instances
+
+    images = make_images(5)
+    ordered = json.loads(write_coco(tmp_path / "ordered.json", images).read_text())
+    reordered = tmp_path / "reordered.json"  # annotations first, categories last, and a byte order mark
+    reordered.write_bytes(b"\xef\xbb\xbf" + json.dumps({"info": {"images": "not this one"},
+                                                      "annotations": ordered["annotations"],
+                                                      "images": ordered["images"],
+                                                      "categories": ordered["categories"]}).encode())
+    first = list(load_coco_instances(tmp_path / "ordered.json"))
+    second = list(load_coco_instances(reordered))
+    assert first == second and len(first) == 5
+    assert [(b.category, b.bbox) for b in first[0].boxes] == [
+        (cat, norm_box(box, images[0]["width"], images[0]["height"])) for cat, box in images[0]["anns"]]
+
+
+def test_instances_reader_memory_is_the_boxes_not_the_parsed_file(tmp_path: Path) -> None:
+    """Peak traced memory while reading stays far below what parsing the file whole takes."""
+    import tracemalloc
+
+    from visinstruct.sources.coco import load_coco_instances
+
+    path = write_coco(tmp_path / "big.json", make_images(3000, seed=8))
+    tracemalloc.start()
+    try:
+        json.loads(path.read_bytes())
+        whole = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        boxes = sum(len(scene.boxes) for scene in load_coco_instances(path))
+        streamed = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert boxes > 15000 and streamed < whole / 4, (boxes, streamed, whole)
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"images": [], "categories": []}, "expected a JSON object with a 'annotations' list"),
+    ({"images": {}, "categories": [], "annotations": []}, "expected a JSON object with a 'images' list"),
+    ([{"images": []}], "expected a JSON object with a 'images' list"),
+    ({"images": [1], "categories": [], "annotations": []}, "images[0] is not an object: 1"),
+    ({"images": [{"id": 1, "file_name": "a.jpg", "width": 5, "height": 5}], "categories": [{"id": 1}],
+      "annotations": []}, "categories[0] needs 'id' and 'name'"),
+])
+def test_instances_reader_names_the_list_and_entry(tmp_path: Path, doc: object, message: str) -> None:
+    from visinstruct.core.errors import UserError
+    from visinstruct.sources.coco import load_coco_instances
+
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UserError, match=re.escape(f"{path}: {message}")):
+        list(load_coco_instances(path))
+
+
+def test_instances_reader_locates_bad_bytes_and_truncation(tmp_path: Path) -> None:
+    from visinstruct.core.errors import UserError
+    from visinstruct.sources.coco import load_coco_instances
+
+    text = json.dumps(json.loads(write_coco(tmp_path / "i.json", make_images(3)).read_text()), indent=1)
+    broken = tmp_path / "broken.json"
+    broken.write_bytes(text.encode().replace(b'"000000001001.jpg"', b'"0000\xff00001001.jpg"'))
+    line = text[:text.index("000000001001.jpg")].count("\n") + 1
+    with pytest.raises(UserError, match=re.escape(f"{broken}:{line}: not UTF-8 text (byte 0xff at byte offset")):
+        list(load_coco_instances(broken))
+    cut = text[:len(text) // 2]  # a truncated file: the parser stops at its last line, its last byte
+    broken.write_text(cut)
+    with pytest.raises(UserError, match=re.escape(f"{broken}: not valid JSON near line {cut.count(chr(10)) + 1}, "
+                                                  f"byte {len(cut):,} (parse error: premature EOF)")):
+        list(load_coco_instances(broken))
+
+
 # ---- other sources, the join, rejects ----------------------------------------------------------------------
 
 def test_caps_boxes_captions_count_and_padded_boxes_are_not_checked(tmp_path: Path) -> None:
@@ -584,7 +658,13 @@ def test_reject_above_splits_the_output(tmp_path: Path, coco: tuple[Path, list[d
     kept, rejects = read_records(out), read_records(tmp_path / "audited.rejects.jsonl")
     assert len(kept) + len(rejects) == len(records) and len(rejects) >= 0.95 * len(planted)
     assert all(r["audit"]["ok"] for r in kept)
-    assert all(r["reject_stage"] == "grounding" and r["reject_reason"].startswith("grounding: ") for r in rejects)
+    assert all(r["reject_stage"] == "grounding" for r in rejects)
+    # the code names the kinds found; the reason quotes the first problem
+    for r in rejects:
+        code, rest = r["reject_reason"].split(": ", 1)
+        problems = r["audit"]["problems"]
+        assert code == "+".join(k for k in ("object", "count", "box") if any(p["kind"] == k for p in problems))
+        assert f"{len(problems)} problem" in rest and f"'{problems[0]['text']}': {problems[0]['detail']}" in rest
     assert "CHAIR_i" in result.stderr and "audited.rejects.jsonl" in result.stderr
 
 

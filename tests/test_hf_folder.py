@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 from conftest import read_records, run_cli
-from visinstruct.convert.shards import ShardPlan, parse_size
+from visinstruct.core.shards import ShardPlan, parse_size
 
 # Loads the folder in a fresh process with the network switched off, and prints what came back as JSON.
 LOAD = """

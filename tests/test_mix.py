@@ -523,3 +523,184 @@ def test_perceptual_matching_needs_the_filter_extra_up_front(tmp_path: Path, mon
     assert code == 2 and "name the same path" in err
     assert _mix(capsys, str(recipe), "--out", str(tmp_path / "o.jsonl"))[0] == 0
     assert _ids(tmp_path / "o.jsonl") == ["r0"]
+
+
+# ---- a Hugging Face dataset folder as the output -------------------------------------------------------
+
+def _folder_sources(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    """A mixture image folder data/ (coco/*.jpg, vg/*.png) and three sources: a jsonl on coco, a parquet
+    folder on vg, a text-only json list; returns the recipe (12 rows) and the image bytes by mixture path."""
+    pictures = {}
+    for k in range(8):
+        for folder, fmt, ext in (("coco", "JPEG", "jpg"), ("vg", "PNG", "png")):
+            path = tmp_path / "data" / folder / f"{k}.{ext}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (12 + k, 9 + 2 * k), (30 * k, 90, 200 - 20 * k)).save(path, fmt)
+            pictures[f"{folder}/{k}.{ext}"] = path.read_bytes()
+    _jsonl(tmp_path / "coco.jsonl", [_record(k, image=f"{k}.jpg", source="coco2014-val", lang="en")
+                                     for k in range(8)])
+    _parquet(tmp_path / "vg" / "train-00000-of-00001.parquet",
+             [_record(100 + k, image=f"{k}.png", task="detail") for k in range(8)])
+    _json(tmp_path / "text.json", [_record(200 + k, lang="ru") for k in range(3)])
+    recipe = _recipe(tmp_path / "mix.yaml", "image_root: data\nseed: 3\ndatasets:\n"
+                                            "  - json_path: coco.jsonl\n    image_root: data/coco\n"
+                                            "    sampling_strategy: random:5\n"
+                                            "  - json_path: vg\n    image_root: data/vg\n    sampling_strategy: end:4\n"
+                                            "  - json_path: text.json\n")
+    return recipe, pictures
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_folder_output_loads_offline_with_images_and_provenance(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    from test_hf_folder import card_header, load_offline, sha
+
+    recipe, pictures = _folder_sources(tmp_path)
+    code, err = _mix(capsys, str(recipe), "--out", str(tmp_path / "o.jsonl"))
+    assert code == 0, err
+    records = read_records(tmp_path / "o.jsonl")
+    out = tmp_path / "hf"
+    code, err = _mix(capsys, str(recipe), "--out", str(out), "--shard-rows", "5")
+    assert code == 0 and "wrote 12 records" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "data"]
+    shards = sorted((out / "data").iterdir())
+    assert [p.name for p in shards] == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
+    assert [pq.ParquetFile(p).metadata.num_rows for p in shards] == [5, 5, 2]
+
+    loaded = load_offline(out, tmp_path / "cache")
+    assert loaded["features"] == {"train": "Image(mode=None, decode=True)"}
+    rows = loaded["splits"]["train"]
+    assert [row["id"] for row in rows] == [r["id"] for r in records] and len(rows) == 12
+    assert [row["source"] for row in rows] == ["coco"] * 5 + ["vg"] * 4 + ["text"] * 3
+    for row, record in zip(rows, records, strict=True):
+        for key in ("conversations", "source", "source_original", "lang", "task"):
+            assert row[key] == record.get(key), key
+        if "image" in record:  # coco/3.jpg in the mixture: the bytes of data/coco/3.jpg
+            assert row["image_sha"] == [sha(pictures[record["image"]])]
+            assert row["sizes"] == [list(Image.open(tmp_path / "data" / record["image"]).size)]
+        else:
+            assert row["image_sha"] is None
+    head = card_header(out)
+    assert {"name": "source", "dtype": "string"} in head["dataset_info"]["features"]
+    assert head["dataset_info"]["splits"][0]["num_examples"] == 12 and head["language"] == ["en", "ru"]
+    body = (out / "README.md").read_text(encoding="utf-8")
+    assert "\n---\n\n# mix\n" in body and "`visinstruct mix` from the recipe `mix.yaml`" in body
+    assert "| coco | 5 | 41.7% |" in body and "| text | 3 | 25.0% |" in body
+    # the lock beside the folder is the .jsonl's lock plus the images' SHA-256
+    lock = json.loads((tmp_path / "hf.lock.json").read_text())
+    assert {k: v for k, v in lock.items() if k != "images_sha256"} == json.loads(
+        (tmp_path / "o.jsonl.lock.json").read_text())
+    assert lock["sources"][0]["image_root"] == str(tmp_path / "data") and len(lock["images_sha256"]) == 64
+
+
+def test_folder_replays_byte_for_byte_and_refuses_changed_images(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    recipe, pictures = _folder_sources(tmp_path)
+    _jsonl(tmp_path / "multi.jsonl", [_record(300, image=["coco/0.jpg", "vg/1.png"]), _record(301, image="vg/2.png")])
+    recipe.write_text(recipe.read_text() + "  - json_path: multi.jsonl\n")
+    folders = [tmp_path / name / "mix" for name in ("made", "again", "third", "from-jsonl")]
+    code, err = _mix(capsys, str(recipe), "--out", str(folders[0]), "--shard-bytes", "1KB")
+    assert code == 0, err
+    lock = folders[0].parent / "mix.lock.json"
+    for folder in folders[1:3]:  # the lock replayed twice
+        code, err = _mix(capsys, "--lock", str(lock), "--out", str(folder), "--shard-bytes", "1KB")
+        assert code == 0, err
+    assert _mix(capsys, str(recipe), "--out", str(tmp_path / "m.jsonl"))[0] == 0
+    code, err = _mix(capsys, "--lock", str(tmp_path / "m.jsonl.lock.json"), "--out", str(folders[3]),
+                     "--shard-bytes", "1KB")
+    assert code == 0, err
+    made = _files(folders[0])
+    assert len([name for name in made if name.startswith("data/train-")]) > 3
+    for folder in folders[1:]:
+        assert _files(folder) == made, folder
+        assert (folder.parent / "mix.lock.json").read_bytes() == lock.read_bytes()
+    cells = [cell for name in sorted(made) if name.startswith("data/")
+             for cell in pq.read_table(folders[0] / name).column("image").to_pylist()]
+    assert [None if cell is None else [image["bytes"] for image in cell] for cell in cells][-5:] == [
+        None, None, None, [pictures["coco/0.jpg"], pictures["vg/1.png"]], [pictures["vg/2.png"]]]
+
+    Image.new("RGB", (9, 9), (1, 2, 3)).save(tmp_path / "data" / "vg" / "1.png")  # an image changed since
+    target = tmp_path / "changed" / "mix"
+    code, err = _mix(capsys, "--lock", str(lock), "--out", str(target), "--shard-bytes", "1KB")
+    assert code == 2 and "the images differ from the ones the lock was written with" in err and err.count("\n") == 1
+    assert not target.parent.exists() or not list(target.parent.iterdir())
+    old = json.loads(lock.read_text())  # a lock without image_root cannot say where the images are
+    for source in old["sources"]:
+        del source["image_root"]
+    (tmp_path / "old.lock.json").write_text(json.dumps(old))
+    code, err = _mix(capsys, "--lock", str(tmp_path / "old.lock.json"), "--out", str(tmp_path / "old"))
+    assert code == 2 and "has no image_root" in err and not (tmp_path / "old").exists()
+    assert _mix(capsys, "--lock", str(tmp_path / "old.lock.json"), "--out", str(tmp_path / "old.jsonl"))[0] == 0
+
+
+@pytest.mark.parametrize("flags", [[], ["--shard-rows", "2"]])
+def test_folder_with_a_missing_or_bad_image_leaves_the_output_as_it_was(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                        flags: list[str]) -> None:
+    recipe, _ = _folder_sources(tmp_path)
+    out = tmp_path / "hf"
+    (out / "data").mkdir(parents=True)
+    (out / "README.md").write_text("an earlier mixture")
+    (out / "data" / "train-00000-of-00001.parquet").write_bytes(b"an earlier shard")
+    (tmp_path / "hf.lock.json").write_text("an earlier lock")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    (tmp_path / "data" / "vg" / "6.png").unlink()  # row 6 of the vg source (end:4 takes rows 4-7)
+    code, err = _mix(capsys, str(recipe), "--out", str(out), *flags)
+    shard = tmp_path / "vg" / "train-00000-of-00001.parquet"
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{shard}: row 6 (id 'r106'): cannot read image {tmp_path / 'data' / 'vg' / '6.png'}" in err
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "data"]
+    assert (out / "data" / "train-00000-of-00001.parquet").read_bytes() == b"an earlier shard"
+    assert (tmp_path / "hf.lock.json").read_text() == "an earlier lock"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no temporary folder left beside
+    (tmp_path / "data" / "vg" / "6.png").write_bytes(b"not an image at all")
+    code, err = _mix(capsys, str(recipe), "--out", str(out), *flags)
+    assert code == 2 and f"{shard}: row 6 (id 'r106'): " in err and "6.png is not a known image format" in err
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "data"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_folder_output_paths_and_options(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    recipe, _ = _folder_sources(tmp_path)
+    (tmp_path / "plain").write_text("a file without a suffix")
+    cases = [(["--out", str(tmp_path / "o.parquet")], "or a folder for parquet shards"),
+             (["--out", str(tmp_path / "plain")], "or a folder for parquet shards"),
+             (["--out", str(tmp_path / "o.jsonl"), "--shard-rows", "3"], "apply to a folder output"),
+             (["--out", str(tmp_path / "data")], "would overwrite the recipe's image_root"),
+             (["--out", str(tmp_path / "data" / "x")], None),  # inside the image folder, holding nothing: fine
+             (["--out", str(tmp_path)], "would be replaced whole"),
+             (["--out", str(tmp_path / "mine")], "other files than a dataset folder"),
+             (["--out", str(tmp_path / "again")], None), (["--out", str(tmp_path / "again")], None),  # replaced
+             (["--out", "."], "not '.' or '..'")]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    for args, words in cases:
+        code, err = _mix(capsys, str(recipe), *args)
+        assert (code, words is None or words in err) == (2 if words else 0, True), (args, err)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    code, err = _mix(capsys, str(recipe), "--out", str(tmp_path / "dry"), "--dry-run")
+    assert code == 0 and "would write 12 records" in err and not (tmp_path / "dry").exists()
+    empty = _recipe(tmp_path / "empty.yaml", "datasets:\n  - json_path: text.json\n    sampling_strategy: first:0\n")
+    code, err = _mix(capsys, str(empty), "--out", str(tmp_path / "empty"))
+    assert code == 2 and "the mixture has no records" in err and not (tmp_path / "empty").exists()
+    assert not (tmp_path / "empty.lock.json").exists()
+
+
+def test_folder_row_groups_stay_small(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The writer streams: a row group ends at 1,000 rows or 8 MiB of images, whatever the shard holds."""
+    import random as stdlib_random
+
+    (tmp_path / "img").mkdir()
+    for k in range(4):  # noise PNGs of ~3 MiB: three of them pass 8 MiB
+        noise = stdlib_random.Random(k).randbytes(1024 * 1024 * 3)
+        Image.frombytes("RGB", (1024, 1024), noise).save(tmp_path / "img" / f"{k}.png", compress_level=0)
+    _jsonl(tmp_path / "big.jsonl", [_record(k, image=f"{k}.png") for k in range(4)])
+    _jsonl(tmp_path / "text.jsonl", [_record(10 + k) for k in range(2500)])
+    recipe = _recipe(tmp_path / "r.yaml", "datasets:\n  - json_path: big.jsonl\n    image_root: img\n"
+                                          "  - json_path: text.jsonl\n")
+    code, err = _mix(capsys, str(recipe), "--out", str(tmp_path / "hf"), "--shard-bytes", "1GB")
+    assert code == 0, err
+    meta = pq.ParquetFile(tmp_path / "hf" / "data" / "train-00000-of-00001.parquet").metadata
+    assert [meta.row_group(g).num_rows for g in range(meta.num_row_groups)] == [3, 1000, 1000, 501]

@@ -6,6 +6,7 @@ import hashlib
 import io
 from pathlib import Path
 
+import orjson
 from PIL import Image
 
 from conftest import read_records, run_cli
@@ -95,9 +96,13 @@ def test_vlm_run_against_the_local_teacher(tmp_path: Path, teacher: ServerThread
     again = run_cli("generate", "--images", str(folder), "--image-prefix", "mine/", "--out", str(out),
                     "--base-url", teacher.base_url, "--model", "vlm")
     assert "from ledger: 15" in again.stderr and len(teacher.server.images) == 15
-    ledger_bytes = (tmp_path / "vlm.json.ledger.sqlite").read_bytes()
-    assert hashlib.sha256(photo).hexdigest()[:32].encode() in ledger_bytes  # a placeholder, not the image
-    assert b"data:image" not in ledger_bytes
+    from visinstruct.generate.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "vlm.json.ledger.sqlite")
+    stored = b"".join(orjson.dumps(ledger.request(key)) for key in ledger.answered_keys())  # requests rebuilt
+    ledger.close()
+    assert hashlib.sha256(photo).hexdigest()[:32].encode() in stored  # a placeholder, not the image
+    assert b"data:image" not in stored and b"data:image" not in (tmp_path / "vlm.json.ledger.sqlite").read_bytes()
 
 
 def test_vlm_list_file_dry_run_and_usage_errors(tmp_path: Path, teacher: ServerThread) -> None:

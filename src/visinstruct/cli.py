@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,13 +12,13 @@ from pathlib import Path
 from . import __version__
 from .check.targets import TARGET_NAMES
 from .convert.formats import FORMATS, OUTPUT_ONLY
-from .convert.shards import parse_size
 from .core.boxes import BOX_ROUNDINGS, pad_boxes_in_text
 from .core.errors import UserError
 from .core.io import decode_utf8
 from .core.report import summary_lines, write_report
+from .core.shards import parse_size
 from .exec import EXECUTORS
-from .filters.pipeline import STAGES
+from .filters.pipeline import ALL_STAGES
 from .generate.schemas import SCHEMAS
 from .generate.task_mix import TaskMix, parse_task_mix
 from .generate.tasks import LANGS, all_task_names, task_names
@@ -164,12 +165,36 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--price-in", type=_number(float, 0), help="price per 1M prompt tokens, for the cost line")
     e.add_argument("--price-out", type=_number(float, 0), help="price per 1M completion tokens")
     e.add_argument("--dry-run", action="store_true", help="print requests, tokens and cost; send nothing")
+    e.add_argument("--tokenizer", type=Path, metavar="TOKENIZER_JSON",
+                   help="count prompt tokens with this tokenizer.json (or a folder holding one) instead of "
+                        "estimating them (dry run, rate limits, budget)")
+    e.add_argument("--max-cost", type=_number(float, 0),
+                   help="stop sending before the ledger's spending (all runs, at --price-in/--price-out) could "
+                        "exceed this; in-flight requests count at their max tokens; a higher cap continues")
+    e.add_argument("--max-tokens-total", type=_number(int, 0),
+                   help="the same cap in tokens (prompt + completion) spent by the ledger")
+    b = p.add_argument_group("batch mode (the server's Batch API, /v1/files + /v1/batches: slower, cheaper)")
+    b.add_argument("--batch", action="store_true",
+                   help="send the units as batch input files, wait for the batches, collect, write the output")
+    b.add_argument("--batch-submit-only", action="store_true",
+                   help="batch mode: submit the units, print the batch ids and exit (no output written)")
+    b.add_argument("--batch-collect", action="store_true",
+                   help="batch mode: submit nothing new; wait for the ledger's batches, collect, write the output")
+    b.add_argument("--batch-poll", type=_number(float, 0, True), default=60.0, metavar="S",
+                   help="seconds between two looks at the batches (default 60)")
+    b.add_argument("--batch-max-requests", type=_number(int, 1, high=50_000), default=50_000, metavar="N",
+                   help="requests per batch input file (default and most 50,000; files also stop at ~190 MB)")
+    b.add_argument("--batch-discount", type=_number(float, 0), default=0.5, metavar="F",
+                   help="the share of --price-in/--price-out a batch request costs, in the cost line and "
+                        "--max-cost (default 0.5)")
     _add_run_args(p, "ray: generation actors, each with its own ledger shard (default 1)")
     p.set_defaults(func=run_generate)
 
 
 def run_generate(args: argparse.Namespace) -> int:
     """`visinstruct generate`."""
+    from .generate.batch import BatchOptions
+    from .generate.batch import check as check_batch
     from .generate.stage import GenerateOptions, generate, print_summary
     from .generate.units import ImageOptions
     from .sources import InputSpec
@@ -195,9 +220,22 @@ def run_generate(args: argparse.Namespace) -> int:
         backoff=args.backoff, price_in=args.price_in, price_out=args.price_out, dry_run=args.dry_run,
         referring_style=args.referring_style, images=ImageOptions(args.max_side, args.max_pixels),
         progress=False if args.no_progress else None, executor=args.executor, workers=args.workers or 1,
-        ray_address=args.ray_address, report=args.report)
+        ray_address=args.ray_address, report=args.report, tokenizer=args.tokenizer, max_cost=args.max_cost,
+        max_tokens_total=args.max_tokens_total)
+    if args.batch or args.batch_submit_only or args.batch_collect:
+        opts.batch = BatchOptions(args.batch_submit_only, args.batch_collect, args.batch_poll,
+                                  args.batch_max_requests, discount=args.batch_discount)
+        check_batch(opts, teacher.embedded)
     summary = generate(inputs, teacher, opts)
-    if not args.dry_run:
+    if opts.batch is not None and opts.batch.submit_only and not args.dry_run:
+        if "--batch-submit-only" in sys.argv[1:]:  # the command as typed, with the flag swapped
+            again = ["--batch-collect" if a == "--batch-submit-only" else a for a in sys.argv[1:]]
+            print(f"collect with: visinstruct {shlex.join(again)}", file=sys.stderr)
+        else:
+            print("collect with: the same command with --batch-collect", file=sys.stderr)
+        if summary.budget:
+            print(f"budget: {summary.left} units {summary.budget}", file=sys.stderr)
+    elif not args.dry_run:
         print_summary(summary, opts, sys.stderr)
     write_report(args.report, summary.report(opts, args.coco_captions or args.caps_boxes or args.vg or args.images))
     return 0
@@ -302,13 +340,15 @@ def run_validate(args: argparse.Namespace) -> int:
 def _add_filter(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("filter", help="structure, spelling, heuristics, language, duplicates; rejects kept",
                        description="Stages: structure → spelling (en, ru; truncation rule) → heuristics → language "
-                                   "→ duplicates. Rejected records go to --rejects with reject_stage and "
-                                   "reject_reason; --report gets counts per stage and reason and every rewrite.")
+                                   "→ grounding (with annotations) → duplicates. Rejected records go to --rejects "
+                                   "with reject_stage and reject_reason; --report gets counts per stage and reason "
+                                   "and every rewrite.")
     p.add_argument("input", type=Path, help="LLaVA .json, .jsonl, or parquet (file or folder)")
     p.add_argument("--out", type=Path, required=True, help="kept records (.json or .jsonl)")
     p.add_argument("--rejects", type=Path, required=True, help="rejected records with their reasons")
     p.add_argument("--config", type=Path, help="YAML file with any of the settings below (flags win)")
-    p.add_argument("--stages", help=f"comma-separated, from {','.join(STAGES)} (default: all)")
+    p.add_argument("--stages", help=f"comma-separated, from {','.join(ALL_STAGES)} (default: all but grounding, "
+                                    "which an annotation source below turns on)")
     p.add_argument("--no-spelling", action="store_true", help="skip the spelling stage")
     p.add_argument("--lang", choices=LANGS, help="language of records without a 'lang' key (default en)")
     p.add_argument("--image-root", type=Path, help="check images exist (and find image duplicates) here")
@@ -322,8 +362,36 @@ def _add_filter(sub: argparse._SubParsersAction) -> None:
                    help="also reject near-duplicate text at this word-5-gram Jaccard (e.g. 0.85)")
     p.add_argument("--image-dup", type=int, metavar="BITS",
                    help="also reject images within this phash distance (e.g. 4: re-encoded or resized copies)")
+    p.add_argument("--decontaminate", type=Path, metavar="EVAL",
+                   help="reject records whose image is a near-copy of an eval image: a folder of images, or a "
+                        "text file of image paths, one per line (needs --image-root)")
+    p.add_argument("--eval-questions", type=Path, metavar="Q.json",
+                   help="reject records whose human turn shares an n-gram with an eval question (.json/.jsonl: "
+                        "LLaVA records, or rows with question, text or prompt)")
+    p.add_argument("--phash-distance", type=int, metavar="BITS",
+                   help="--decontaminate: perceptual-hash bits an image copy may differ by (default 6, at most 12)")
+    p.add_argument("--ngram", type=int, metavar="N",
+                   help="--eval-questions: shared n-gram length in words (default 13; Chinese/Japanese: "
+                        "ceil(1.5 N) characters)")
+    _add_grounding_args(p)
     _add_run_args(p, "processes (local) or Ray workers for the stateless stages (default 1)")
     p.set_defaults(func=run_filter_command)
+
+
+def _add_grounding_args(p: argparse.ArgumentParser) -> None:
+    """filter's grounding stage: answers checked against the annotations, as `audit` does."""
+    g = p.add_argument_group("grounding stage (answers vs the annotations, as audit checks them; one source "
+                             "turns it on)")
+    g.add_argument("--coco-instances", type=Path, metavar="F", help="COCO instances file (instances_*.json)")
+    g.add_argument("--caps-boxes", type=Path, metavar="F", help="LLaVA caps-boxes jsonl (no image sizes)")
+    g.add_argument("--vg", type=Path, metavar="DIR", help="Visual Genome folder (image_data.json, objects.json, ...)")
+    g.add_argument("--grounding-max", type=int, metavar="N",
+                   help="reject a record with more than N problems (default 0: any contradiction rejects)")
+    g.add_argument("--grounding-kinds", metavar="K,K",
+                   help="problem kinds that count, from object,count,box (default all three)")
+    g.add_argument("--box-frame", help="frame of the boxes in answers: auto (default), native or llava15")
+    g.add_argument("--iou", type=float, help="IoU with an annotated box that a box in an answer needs (default 0.5)")
+    g.add_argument("--image-prefix", help="strip this from the records' image paths before the join")
 
 
 def run_filter_command(args: argparse.Namespace) -> int:
@@ -335,7 +403,12 @@ def run_filter_command(args: argparse.Namespace) -> int:
                  "min_answer_chars": args.min_answer_chars, "max_answer_chars": args.max_answer_chars,
                  "language_threshold": args.language_threshold, "near_dup": args.near_dup,
                  "image_dup": args.image_dup, "workers": args.workers, "executor": args.executor,
-                 "ray_address": args.ray_address}
+                 "ray_address": args.ray_address, "decontaminate": args.decontaminate,
+                 "eval_questions": args.eval_questions, "phash_distance": args.phash_distance, "ngram": args.ngram,
+                 "coco_instances": args.coco_instances, "caps_boxes": args.caps_boxes, "vg": args.vg,
+                 "grounding_max": args.grounding_max, "box_frame": args.box_frame, "iou": args.iou,
+                 "image_prefix": args.image_prefix,
+                 "grounding_kinds": args.grounding_kinds and [k.strip() for k in args.grounding_kinds.split(",")]}
     if args.stages:
         overrides["stages"] = [s.strip() for s in args.stages.split(",") if s.strip()]
     config = FilterConfig.from_yaml(args.config, **overrides) if args.config else \
@@ -347,6 +420,10 @@ def run_filter_command(args: argparse.Namespace) -> int:
     for line in summary_lines(result):
         print(line, file=sys.stderr)
     print(f"  truncated and kept: {result['rewritten']}", file=sys.stderr)
+    if "decontamination" in result:
+        found = result["decontamination"]
+        print(f"  decontamination: {len(found['matches'])} match(es) against {found['eval_images']} eval images "
+              f"and {found['eval_questions']} eval questions, listed in the report", file=sys.stderr)
     print(f"kept: {args.out}  rejects: {args.rejects}  report: {report}", file=sys.stderr)
     return 0
 
@@ -391,11 +468,18 @@ def run_check(args: argparse.Namespace) -> int:
 def _add_mix(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("mix", help="mix sources by a LLaVA-NeXT data YAML; provenance and a lock kept",
                        description="Reads a LLaVA-NeXT data YAML (datasets: json_path + sampling_strategy, plus "
-                                   "optional keys, see README) and writes one .json/.jsonl mixture with each "
-                                   "record's source, and <out>.lock.json listing the exact rows; --lock replays "
-                                   "a lock byte for byte.")
+                                   "optional keys, see README) and writes one .json/.jsonl mixture, or a Hugging "
+                                   "Face dataset folder (parquet shards, images embedded), with each record's "
+                                   "source, and <out>.lock.json listing the exact rows; --lock replays a lock "
+                                   "byte for byte.")
     p.add_argument("recipe", type=Path, nargs="?", help="the recipe YAML (not with --lock)")
-    p.add_argument("--out", type=Path, required=True, help="the mixture, .json (a list) or .jsonl")
+    p.add_argument("--out", type=Path, required=True,
+                   help="the mixture: .json (a list), .jsonl, or a folder (an existing one, or a path without a "
+                        "suffix): data/train-*.parquet with the images embedded + README.md card")
+    p.add_argument("--shard-rows", type=_positive(int), metavar="N", help="folder output: at most N rows per shard")
+    p.add_argument("--shard-bytes", type=_size, metavar="SIZE",
+                   help="folder output: end a shard before it passes SIZE (500MB, 1GB, 256MiB) of image files + "
+                        "record text (default 500MB unless --shard-rows is given)")
     p.add_argument("--lock", type=Path, help="replay this lock file instead of a recipe")
     p.add_argument("--dry-run", action="store_true", help="count and print what each source gives; write nothing")
     p.add_argument("--report", type=Path, help="write the report (per-source counts) here as JSON")
@@ -405,16 +489,18 @@ def _add_mix(sub: argparse._SubParsersAction) -> None:
 
 def run_mix(args: argparse.Namespace) -> int:
     """`visinstruct mix`."""
+    from .mix.folder import FolderOptions
     from .mix.run import mix, replay, summary_lines
 
     if (args.recipe is None) == (args.lock is None):
         raise UserError("give a recipe or --lock LOCK, one of the two")
     if args.lock is not None and args.dry_run:
         raise UserError("--dry-run is for a recipe; a lock is replayed as it is")
+    folder = FolderOptions(args.shard_rows, args.shard_bytes)
     if args.lock is not None:
-        report = replay(args.lock, args.out, _progress(args), args.report)
+        report = replay(args.lock, args.out, _progress(args), args.report, folder)
     else:
-        report = mix(args.recipe, args.out, _progress(args), args.dry_run, args.report)
+        report = mix(args.recipe, args.out, _progress(args), args.dry_run, args.report, folder)
     write_report(args.report, report)
     for line in summary_lines(report):
         print(line, file=sys.stderr)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,8 @@ from ..core.report import Progress, make_report
 from ..core.step import Item
 from ..grounding.annotations import Annotations, load_annotations
 from ..grounding.boxes import FRAMES
-from ..grounding.judge import Checks, gpt_turns, judge
-from ..grounding.scan import detect_lang
-from ..grounding.vocab import LANGS
+from ..grounding.judge import Checks
+from ..grounding.record import judge_record, reject_reason
 from ..sources.visual_genome import vg_files
 from .tally import Tally
 
@@ -73,31 +71,18 @@ def _check(path: Path, opts: AuditOptions) -> tuple[str, Path]:
     return kind, source
 
 
-def _lang(record: dict[str, Any], turns: list[tuple[int, str]]) -> str:
-    lang = record.get("lang")
-    return lang if lang in LANGS else detect_lang(" ".join(text for _, text in turns))
-
-
 def _audit_one(item: Item, annotations: Annotations, opts: AuditOptions, checks: Checks, tally: Tally) -> int:
     """Add the `audit` object to the item's record and count it; returns its number of problems."""
     record = item.record
-    turns = gpt_turns(record, item.where)
-    task, lang = str(record.get("task") or "unknown"), _lang(record, turns)
-    facts, note = annotations.find(record.get("image"), opts.image_prefix)
-    if facts is None:
-        record["audit"] = {"ok": None, "problems": [], "note": note}
-        tally.add(task, lang, None, note)
+    judged = judge_record(record, item.where, annotations, checks, opts.image_prefix)
+    task = str(record.get("task") or "unknown")
+    if judged.verdict is None:
+        record["audit"] = {"ok": None, "problems": [], "note": judged.note}
+        tally.add(task, judged.lang, None, judged.note)
         return 0
-    verdict = judge(turns, facts, lang, checks)
-    record["audit"] = verdict.audit
-    tally.add(task, lang, verdict)
-    return len(verdict.problems)
-
-
-def _reason(problems: list[dict[str, Any]], limit: int) -> str:
-    kinds = Counter(p["kind"] for p in problems)
-    listed = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
-    return f"{REJECT_STAGE}: {len(problems)} problems ({listed}), more than {limit}"
+    record["audit"] = judged.verdict.audit
+    tally.add(task, judged.lang, judged.verdict)
+    return len(judged.verdict.problems)
 
 
 def audit(path: Path, opts: AuditOptions) -> dict[str, Any]:
@@ -117,7 +102,7 @@ def audit(path: Path, opts: AuditOptions) -> dict[str, Any]:
         for item in read_splits(splits):
             problems = _audit_one(item, annotations, opts, checks, tally)
             if rejects is not None and problems > opts.reject_above:
-                reason = _reason(item.record["audit"]["problems"], opts.reject_above)
+                reason = reject_reason(item.record["audit"]["problems"], opts.reject_above)
                 rejects.write({**item.record, "reject_stage": REJECT_STAGE, "reject_reason": reason})
                 rejected += 1
             else:

@@ -1,23 +1,10 @@
-"""Image files for conversions: real format from the bytes, safe unique names, """
+"""Image file names for conversions: safe stems from ids, never colliding."""
 
 from __future__ import annotations
 
 import re
 
-SIGNATURES = (
-    (b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"), (b"GIF87a", ".gif"), (b"GIF89a", ".gif"),
-    (b"BM", ".bmp"), (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"),
-)
 _UNSAFE = re.compile(r"[^\w.-]+")
-
-
-def image_extension(data: bytes) -> str | None:
-    """The extension of the image format these bytes start with (None: not an image we know)."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return ".webp"
-    if data[4:12] in (b"ftypavif", b"ftypavis"):
-        return ".avif"
-    return next((ext for magic, ext in SIGNATURES if data.startswith(magic)), None)
 
 
 def safe_stem(name: str, fallback: str) -> str:

@@ -8,16 +8,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..core.errors import UserError
+from ..core.hf_folder import DEFAULT_SHARD_BYTES, HfFolderSink, check_split
 from ..core.inputs import Split, parquet_files, record_splits
 from ..core.io import RecordWriter, check_paths, read_records
+from ..core.parquet_write import ParquetSink
 from ..core.report import Progress, Tally, make_report
+from ..core.shards import ShardPlan
 from ..core.step import Item, Step, check_pipeline
 from ..exec import make_executor
 from .formats import FOLDER_OUTPUTS, ROUTES
-from .hf_folder import DEFAULT_SHARD_BYTES, HfFolderSink, check_split
 from .messages import llava_to_messages, messages_to_llava
-from .parquet import GroupSplit, ParquetGroupStep, ParquetSink, ReadImagesStep, plan, survey
-from .shards import ShardPlan
+from .parquet import GroupSplit, ParquetGroupStep, ReadImagesStep, plan, survey
 from .svit import SvitStep, svit_sizes
 from .webdataset import TarSink, WdsFilesStep
 

@@ -11,10 +11,11 @@ from typing import Any
 import orjson
 
 from ..core.errors import UserError
+from ..core.image_format import require_image
 from ..core.io import AtomicDir, AtomicFile, inside
 from ..core.records import images_of
 from ..core.step import Item, Step
-from .checks import check_llava, require_image
+from .checks import check_llava
 from .files import NameBook, safe_stem
 
 

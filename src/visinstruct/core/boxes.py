@@ -28,7 +28,8 @@ def is_box(values: list[float]) -> bool:
 
 def format_box(values: list[float]) -> str:
     """`[0.37, 0.584, 0.504, 0.709]`: how boxes are written everywhere in this project."""
-    return "[" + ", ".join(repr(float(v)) for v in values) + "]"
+    x1, y1, x2, y2 = values
+    return f"[{float(x1)!r}, {float(y1)!r}, {float(x2)!r}, {float(y2)!r}]"
 
 
 def _check_size(width: float, height: float) -> None:

@@ -190,6 +190,50 @@ class RecordWriter:
         self.file.__exit__(kind, error, trace)
 
 
+class LineAppender:
+    """A .jsonl file that grows as work finishes: each call appends whole lines in one write.
+
+    Opened lazily (nothing is created or truncated before the first line), after cutting the file back to
+    `keep` bytes — the size a ledger vouches for — so that a line half-written by a killed process, or lines
+    whose unit the ledger does not count as written, are dropped and written again.
+    """
+
+    def __init__(self, path: Path, keep: int) -> None:
+        self.path, self.keep, self.fd = path, keep, -1
+        self.end = keep
+
+    @staticmethod
+    def encode(records: Iterable[Any]) -> bytes:
+        """The lines of these records."""
+        return b"".join(orjson.dumps(record) + b"\n" for record in records)
+
+    def append(self, records: Iterable[Any]) -> int:
+        """Write these records as lines; returns the file's size after them."""
+        return self.write(self.encode(records))
+
+    def write(self, data: bytes) -> int:
+        """Write encoded lines (see `encode`); returns the file's size after them."""
+        try:
+            if self.fd < 0:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+                os.ftruncate(self.fd, self.keep)
+                os.lseek(self.fd, self.keep, os.SEEK_SET)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot write ({exc.strerror or exc}); what was answered is in the "
+                            "ledger: re-run to continue") from None
+        self.end += len(data)
+        return self.end
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+
+
 def write_records(path: Path, records: Iterable[Any]) -> int:
     """Write all records atomically; returns how many."""
     with RecordWriter(path) as writer:

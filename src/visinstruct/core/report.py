@@ -89,6 +89,13 @@ class Progress:
                 self.last_line = now
                 self._line(now)
 
+    def set_total(self, total: int) -> None:
+        """The total, once it is known (a stream counted to its end): lines and the bar show an ETA from then."""
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
     def note(self, text: str) -> None:
         """A one-off line worth seeing (above the bar on a terminal; printed even with progress off)."""
         if self.bar is not None:

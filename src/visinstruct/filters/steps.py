@@ -91,6 +91,12 @@ def _make_image_dedup(**kw: Any) -> Filter:
     return ImageDedup(**kw)
 
 
+def _make_grounding(**kw: Any) -> Filter:
+    from .grounding import GroundingFilter
+
+    return GroundingFilter(**kw)
+
+
 def check_settings(config: FilterConfig) -> None:
     """Numbers out of range fail here, in one line, before any step is built."""
     if config.near_dup is not None and not 0 < config.near_dup <= 1:
@@ -101,6 +107,26 @@ def check_settings(config: FilterConfig) -> None:
         raise UserError("image duplicates need --image-root")
     if config.workers < 1:
         raise UserError(f"workers must be at least 1, got {config.workers}")
+    if config.decontaminate is not None or config.eval_questions is not None:
+        _check_decontaminate(config)
+    from .grounding import check_grounding
+
+    check_grounding(config)
+
+
+def _check_decontaminate(config: FilterConfig) -> None:
+    """The decontamination settings: its stage chosen, an image root for the training images, sane numbers."""
+    from ..core.phash import MAX_DISTANCE
+
+    if "decontaminate" not in config.stages:
+        raise UserError("--decontaminate / --eval-questions need the decontaminate stage in --stages")
+    if config.decontaminate is not None and not config.image_root:
+        raise UserError("--decontaminate compares the training images with the eval images: give --image-root")
+    if config.phash_distance is not None and not 0 <= config.phash_distance <= MAX_DISTANCE:
+        raise UserError(f"--phash-distance is a Hamming distance in [0, {MAX_DISTANCE}] bits, "
+                        f"got {config.phash_distance}")
+    if config.ngram is not None and config.ngram < 1:
+        raise UserError(f"--ngram is a number of words, at least 1, got {config.ngram}")
 
 
 def stateless_steps(config: FilterConfig) -> list[Step]:
@@ -110,6 +136,12 @@ def stateless_steps(config: FilterConfig) -> list[Step]:
     if "structure" not in config.stages:
         structure = {"image_root": root, "allow_untagged": True}
     steps: list[Step] = [FilterStep("structure", _make_structure, structure)]
+    if "decontaminate" in config.stages and (config.decontaminate or config.eval_questions):
+        from .decontaminate import DecontaminateStep  # right after structure: every match gets listed
+
+        settings = {"distance": config.phash_distance, "ngram": config.ngram}
+        steps.append(DecontaminateStep(config.decontaminate, config.eval_questions, root, threads=config.workers,
+                                       **{k: v for k, v in settings.items() if v is not None}))
     if "spelling" in config.stages:
         if config.allowlist and not Path(config.allowlist).is_file():
             raise UserError(f"{config.allowlist}: allowlist file not found")
@@ -124,6 +156,10 @@ def stateless_steps(config: FilterConfig) -> list[Step]:
         steps.append(FilterStep("language", _make_language,
                                 {"default_lang": config.lang, "threshold": config.language_threshold},
                                 needs=("filter", ("py3langid",))))
+    if "grounding" in config.stages:  # answers vs the annotations (needs --coco-instances, --caps-boxes or --vg)
+        from .grounding import grounding_settings
+
+        steps.append(FilterStep("grounding", _make_grounding, grounding_settings(config)))
     if "dedup" in config.stages and config.near_dup is not None:
         from .minhash import MinhashStep
 

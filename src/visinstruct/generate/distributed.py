@@ -20,7 +20,9 @@ Design:
   counts what the shard ledger gained this run); retries of a dead actor count as of its last progress
   report (at most POLL_S old).
 - Resume: units answered in the main ledger (a local run) or in any shard file (of any `--workers`) are
-  never sent; the output is assembled in the driver from all of those ledgers, in unit order, by `finish`.
+  never sent (generate/stage.py looks them up as the units stream by); the units left to send are held in
+  the driver as one list, split by shard; the output is assembled in the driver from all of those ledgers,
+  in unit order, by `finish`.
 - Errors: a UserError inside an actor comes back as its message and is raised in the driver as a UserError.
 - Resources: an actor takes one CPU (a local Ray gets `max(2, workers)`); on a smaller cluster the extra
   shards wait for a CPU and start as others finish. On a cluster (`--ray-address`) every node needs
@@ -37,7 +39,6 @@ import contextlib
 import os
 import socket
 import sys
-import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -50,10 +51,10 @@ from ..core.io import remove_quietly, write_bytes
 from ..core.report import Progress
 from ..exec.ray import start_ray
 from ..teachers.factory import TeacherConfig
-from .ledger import Ledger, answered_in, ledger_paths, shard_path
+from .ledger import Ledger, shard_path
 from .limits import Limits
 from .runner import Runner, RunStats
-from .stage import GenerateOptions, Summary, finish
+from .stage import GenerateOptions
 from .units import Unit
 
 MAX_RESTARTS = 3
@@ -235,22 +236,11 @@ class _Driver:
         return total
 
 
-def run_on_ray(units: list[Unit], teacher: TeacherConfig, opts: GenerateOptions) -> Summary:
-    """Run (or resume) generation on Ray actors, one ledger shard each; the output is written by the driver."""
-    workers = max(1, opts.workers)
-    todo = [u for u in units if u.key not in answered_in(ledger_paths(opts.ledger_path))]
-    summary = Summary(units=len(units), from_ledger=len(units) - len(todo))
-    if todo:
-        started = time.perf_counter()
-        summary.run = _run_shards(todo, teacher, opts, workers)
-        summary.run_seconds = time.perf_counter() - started
-    ledgers = [Ledger(path) for path in ledger_paths(opts.ledger_path)]
-    try:
-        finish(units, ledgers, opts, summary)
-    finally:
-        for ledger in ledgers:
-            ledger.close()
-    return summary
+def run_on_ray(todo: list[Unit], teacher: TeacherConfig, opts: GenerateOptions) -> RunStats:
+    """Answer the units not yet answered on Ray actors, one ledger shard each (the driver writes the output)."""
+    if not todo:
+        return RunStats()
+    return _run_shards(todo, teacher, opts, max(1, opts.workers))
 
 
 def _run_shards(todo: list[Unit], teacher: TeacherConfig, opts: GenerateOptions, workers: int) -> RunStats:

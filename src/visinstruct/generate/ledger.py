@@ -1,37 +1,65 @@
 """A SQLite ledger of generation units: what was asked, what came back, and how it ended.
 
-Each reply is committed as soon as it arrives (WAL journal), so a killed run loses nothing that
-was answered, and a re-run skips every unit whose reply is already here.
+Each reply is committed as soon as it arrives (WAL journal), so a killed run loses nothing that was
+answered, and a re-run skips every unit whose reply is already here.
+
+Compact layout (format 2): the part of a request that many units share — model, sampling, system prompt
+and few-shot examples — is stored once in `prefixes`; a unit row holds the prefix id, its seed and its last
+user turn (the scene text, or the VLM image placeholder), zlib-compressed with the prefix as a preset
+dictionary. The request is rebuilt exactly (`request()`), so its hash is the unit key again. A ledger of the
+first format (one full request per row) is converted in place when it is opened for writing.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import sqlite3
+import sys
 import time
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from ..core.errors import UserError
 from ..core.io import shard_name
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS units (
+FORMAT = "2"
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT)",
+    "CREATE TABLE IF NOT EXISTS prefixes (id INTEGER PRIMARY KEY, hash TEXT NOT NULL UNIQUE, head TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS units (
     key TEXT PRIMARY KEY,
     unit_id TEXT NOT NULL,
-    status TEXT NOT NULL,            -- answered | failed
-    request TEXT NOT NULL,
+    status TEXT NOT NULL,            -- answered | failed | submitted (in a batch, waiting)
+    prefix INTEGER,                  -- prefixes.id (NULL: an answer copied from a ledger shard, counted there)
+    last BLOB,                       -- the last user turn, zlib with the prefix as dictionary
+    seed INTEGER,
     reply TEXT,
     finish_reason TEXT,
     prompt_tokens INTEGER NOT NULL DEFAULT 0,
     completion_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_tokens INTEGER,           -- prompt tokens served from the server's prefix cache (when it says)
     reason TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    out_end INTEGER,                 -- .jsonl output: the file's size once this unit's lines were appended
+    records INTEGER,                 -- ... and how many lines they were
+    batch TEXT                       -- the batch's input file id while the unit waits in it (batches row)
+)""",
+    # generate --batch (generate/batch.py): one row per uploaded batch input file; `id` is the batch id once
+    # the batch is created; status: uploaded | the server's status | collected; detail: JSON (budget estimate,
+    # last request counts)
+    "CREATE TABLE IF NOT EXISTS batches (input_file TEXT PRIMARY KEY, id TEXT, status TEXT NOT NULL, "
+    "units INTEGER NOT NULL, created REAL NOT NULL, detail TEXT)",
 )
-"""
+_COLUMNS = ("key, status, reply, finish_reason, prompt_tokens, completion_tokens, reason, cached_tokens, out_end, "
+            "records")
+CHUNK = 500  # keys per membership query (SQLite allows 32,766 variables; small batches keep latency flat)
 
 
 @dataclass
@@ -45,6 +73,26 @@ class Entry:
     prompt_tokens: int
     completion_tokens: int
     reason: str | None
+    cached_tokens: int | None = None
+    out_end: int | None = None
+    records: int | None = None
+
+
+def split_request(request: dict[str, Any]) -> tuple[dict[str, Any], Any, int | None]:
+    """(shared head, last user turn's content, seed): the head is everything but the last message and seed."""
+    *messages, last = request["messages"]
+    head = {k: v for k, v in request.items() if k not in ("messages", "seed")}
+    head["messages"] = messages
+    return head, last["content"], request.get("seed")
+
+
+def join_request(head: dict[str, Any], last: Any, seed: int | None) -> dict[str, Any]:
+    """The request `split_request` took apart (same key)."""
+    request = {k: v for k, v in head.items() if k != "messages"}
+    request["messages"] = [*head["messages"], {"role": "user", "content": last}]
+    if seed is not None:
+        request["seed"] = seed
+    return request
 
 
 class Ledger:
@@ -62,44 +110,178 @@ class Ledger:
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute(_SCHEMA)
+            old = _columns(self.db, "units")
+            if "request" in old:
+                _upgrade(self.db, path)
+            for statement in _SCHEMA:
+                self.db.execute(statement)
+            self.db.execute("INSERT OR IGNORE INTO info VALUES ('format', ?)", (FORMAT,))
         except sqlite3.Error as exc:
             self.db.close()
             raise UserError(f"{path}: not a usable ledger ({exc}); is --ledger another file?") from None
+        self._prefixes: dict[str, tuple[int, bytes]] = {}
 
-    def answered_keys(self) -> set[str]:
-        """Keys whose reply is stored: these are never requested again."""
-        return {row[0] for row in self.db.execute("SELECT key FROM units WHERE status = 'answered'")}
+    # ---- writing ------------------------------------------------------------------------------------------
+    def _prefix(self, head: dict[str, Any]) -> tuple[int, bytes]:
+        """(id, compression dictionary) of a request head, stored once."""
+        body = orjson.dumps(head, option=orjson.OPT_SORT_KEYS)
+        digest = hashlib.sha256(body).hexdigest()[:32]
+        found = self._prefixes.get(digest)
+        if found is None:
+            self.db.execute("INSERT OR IGNORE INTO prefixes (hash, head) VALUES (?, ?)", (digest, body.decode()))
+            (pid,) = self.db.execute("SELECT id FROM prefixes WHERE hash = ?", (digest,)).fetchone()
+            found = self._prefixes[digest] = (pid, body[-32768:])
+        return found
+
+    def _pack(self, request: dict[str, Any]) -> tuple[int, bytes, int | None]:
+        head, last, seed = split_request(request)
+        pid, zdict = self._prefix(head)
+        packer = zlib.compressobj(6, zdict=zdict)
+        return pid, packer.compress(orjson.dumps(last)) + packer.flush(), seed
 
     def record_answer(self, key: str, unit_id: str, request: dict, reply: str, finish_reason: str | None,
-                      prompt_tokens: int, completion_tokens: int, attempts: int) -> None:
-        """Store a reply; committed before this returns."""
+                      prompt_tokens: int, completion_tokens: int, attempts: int,
+                      cached_tokens: int | None = None, *, out: tuple[int, int] | None = None) -> None:
+        """Store a reply; committed before this returns. `out`: (the .jsonl's size once this unit's lines are
+        appended, how many lines) — the lines are written right after this commit."""
         self._upsert(key, unit_id, "answered", request, reply, finish_reason,
-                     prompt_tokens, completion_tokens, None, attempts)
+                     prompt_tokens, completion_tokens, cached_tokens, None, attempts, out or (None, None))
 
     def record_failure(self, key: str, unit_id: str, request: dict, reason: str, attempts: int) -> None:
         """Store a unit whose retries ran out (a later run tries it again)."""
-        self._upsert(key, unit_id, "failed", request, None, None, 0, 0, reason, attempts)
+        self._upsert(key, unit_id, "failed", request, None, None, 0, 0, None, reason, attempts, (None, None))
 
     def _upsert(self, key: str, unit_id: str, status: str, request: dict, reply: str | None,
-                finish_reason: str | None, prompt_tokens: int, completion_tokens: int,
-                reason: str | None, attempts: int) -> None:
+                finish_reason: str | None, prompt_tokens: int, completion_tokens: int, cached: int | None,
+                reason: str | None, attempts: int, out: tuple[int | None, int | None]) -> None:
+        pid, last, seed = self._pack(request)
         self.db.execute(
-            "INSERT OR REPLACE INTO units VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, unit_id, status, orjson.dumps(request).decode(), reply, finish_reason,
-             prompt_tokens, completion_tokens, reason, attempts, time.time()),
-        )
+            "INSERT OR REPLACE INTO units (key, unit_id, status, prefix, last, seed, reply, finish_reason, "
+            "prompt_tokens, completion_tokens, cached_tokens, reason, attempts, updated, out_end, records) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, unit_id, status, pid, last, seed, reply, finish_reason, prompt_tokens, completion_tokens,
+             cached, reason, attempts, time.time(), *out))
+
+    def copy_answer(self, unit_id: str, entry: Entry) -> None:
+        """Bring a shard's answer into this ledger (reply and usage; its request stays in the shard)."""
+        self.db.execute(
+            "INSERT INTO units (key, unit_id, status, reply, finish_reason, prompt_tokens, completion_tokens, "
+            "cached_tokens, attempts, updated) VALUES (?, ?, 'answered', ?, ?, ?, ?, ?, 1, ?) "
+            "ON CONFLICT (key) DO UPDATE SET status = 'answered', reply = excluded.reply, "
+            "finish_reason = excluded.finish_reason, prompt_tokens = excluded.prompt_tokens, "
+            "completion_tokens = excluded.completion_tokens, cached_tokens = excluded.cached_tokens "
+            "WHERE status != 'answered'",
+            (entry.key, unit_id, entry.reply, entry.finish_reason, entry.prompt_tokens, entry.completion_tokens,
+             entry.cached_tokens, time.time()))
+
+    def mark_written(self, key: str, end: int, records: int) -> None:
+        """The unit's `records` lines are in the .jsonl output, which was `end` bytes long after them."""
+        self.db.execute("UPDATE units SET out_end = ?, records = ? WHERE key = ?", (end, records, key))
+
+    def written_end(self, within: int | None = None) -> int:
+        """The output size the ledger vouches for (lines are appended in order, so every byte up to it belongs
+        to a unit marked written); `within`: the largest such size not beyond a file of that size."""
+        if within is None:
+            (end,) = self.db.execute("SELECT MAX(out_end) FROM units").fetchone()
+        else:
+            (end,) = self.db.execute("SELECT MAX(out_end) FROM units WHERE out_end <= ?", (within,)).fetchone()
+        return end or 0
+
+    def forget_written(self, beyond: int = -1) -> None:
+        """Units whose lines end beyond this size are no longer in the output (all of them by default)."""
+        self.db.execute("UPDATE units SET out_end = NULL, records = NULL WHERE out_end > ?", (beyond,))
+
+    def set_info(self, name: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO info VALUES (?, ?)", (name, value))
+
+    def info(self, name: str) -> str | None:
+        row = self.db.execute("SELECT value FROM info WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    # ---- reading ------------------------------------------------------------------------------------------
+    def answered_keys(self) -> set[str]:
+        """Keys whose reply is stored (a whole ledger shard: Ray actors hold their shard's set)."""
+        return {row[0] for row in self.db.execute("SELECT key FROM units WHERE status = 'answered'")}
+
+    def answered_among(self, keys: list[str]) -> set[str]:
+        """Which of these keys are answered (one query per CHUNK keys: no set of the whole ledger)."""
+        return _among(self.db, keys, "status = 'answered'")
 
     def get(self, key: str) -> Entry | None:
         """The stored outcome of one unit, or None if it was never tried."""
-        row = self.db.execute(
-            "SELECT key, status, reply, finish_reason, prompt_tokens, completion_tokens, reason "
-            "FROM units WHERE key = ?", (key,)).fetchone()
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM units WHERE key = ?", (key,)).fetchone()
         return Entry(*row) if row else None
+
+    def entries(self, keys: list[str]) -> dict[str, Entry]:
+        """The stored outcomes of these keys (absent keys left out)."""
+        found: dict[str, Entry] = {}
+        for start in range(0, len(keys), CHUNK):
+            part = keys[start:start + CHUNK]
+            marks = ",".join("?" * len(part))
+            for row in self.db.execute(f"SELECT {_COLUMNS} FROM units WHERE key IN ({marks})", part):
+                found[row[0]] = Entry(*row)
+        return found
+
+    def request(self, key: str) -> dict[str, Any] | None:
+        """The unit's request, rebuilt from its prefix and last turn (None: not stored)."""
+        row = self.db.execute("SELECT prefix, last, seed FROM units WHERE key = ?", (key,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        pid, last, seed = row
+        (head,) = self.db.execute("SELECT head FROM prefixes WHERE id = ?", (pid,)).fetchone()
+        body = head.encode()
+        unpacker = zlib.decompressobj(zdict=body[-32768:])
+        return join_request(orjson.loads(body), orjson.loads(unpacker.decompress(last) + unpacker.flush()), seed)
+
+    def spent_tokens(self) -> tuple[int, int]:
+        """(prompt, completion) tokens of every answered unit in this ledger (answers copied from a shard are
+        counted in the shard)."""
+        row = self.db.execute("SELECT SUM(prompt_tokens), SUM(completion_tokens) FROM units "
+                              "WHERE status = 'answered' AND prefix IS NOT NULL").fetchone()  # copies: in shards
+        return row[0] or 0, row[1] or 0
 
     def close(self) -> None:
         """Close the database."""
         self.db.close()
+
+
+def _among(db: sqlite3.Connection, keys: list[str], where: str) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(keys), CHUNK):
+        part = keys[start:start + CHUNK]
+        marks = ",".join("?" * len(part))
+        found.update(row[0] for row in db.execute(f"SELECT key FROM units WHERE {where} AND key IN ({marks})", part))
+    return found
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _upgrade(db: sqlite3.Connection, path: Path) -> None:
+    """Convert a first-format ledger (a full request per row) to the compact one, in one transaction."""
+    print(f"generate: converting {path} to the compact ledger format (once)", file=sys.stderr, flush=True)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("ALTER TABLE units RENAME TO units_v1")
+        for statement in _SCHEMA:
+            db.execute(statement)
+        ledger = Ledger.__new__(Ledger)
+        ledger.db, ledger.path, ledger._prefixes = db, path, {}
+        rows = db.execute("SELECT key, unit_id, status, request, reply, finish_reason, prompt_tokens, "
+                          "completion_tokens, reason, attempts, updated FROM units_v1")
+        for key, unit_id, status, request, reply, finish, prompt, completion, reason, attempts, updated in rows:
+            pid, last, seed = ledger._pack(orjson.loads(request))
+            db.execute("INSERT INTO units (key, unit_id, status, prefix, last, seed, reply, finish_reason, "
+                       "prompt_tokens, completion_tokens, reason, attempts, updated) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (key, unit_id, status, pid, last, seed, reply, finish, prompt, completion, reason, attempts,
+                        updated))
+        db.execute("DROP TABLE units_v1")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def shard_path(ledger: Path, rank: int, shards: int) -> Path:
@@ -113,8 +295,32 @@ def ledger_paths(ledger: Path) -> list[Path]:
     return ([ledger] if ledger.exists() else []) + shards
 
 
+class ReadOnly:
+    """Existing ledger files opened read-only (a dry run creates and converts nothing)."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.dbs = []
+        for path in paths:
+            try:
+                self.dbs.append(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True))
+                self.dbs[-1].execute("SELECT key, status FROM units LIMIT 1")
+            except sqlite3.Error as exc:
+                self.close()
+                raise UserError(f"{path}: not a usable ledger ({exc}); is --ledger another file?") from None
+
+    def answered_among(self, keys: list[str]) -> set[str]:
+        found: set[str] = set()
+        for db in self.dbs:
+            found |= _among(db, keys, "status = 'answered'")
+        return found
+
+    def close(self) -> None:
+        for db in self.dbs:
+            db.close()
+
+
 def answered_in(paths: list[Path]) -> set[str]:
-    """Keys answered in any of these ledger files."""
+    """Keys answered in any of these ledger files (a whole set: for small ledgers and tests)."""
     answered: set[str] = set()
     for path in paths:
         ledger = Ledger(path)
@@ -123,3 +329,15 @@ def answered_in(paths: list[Path]) -> set[str]:
         finally:
             ledger.close()
     return answered
+
+
+def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Lists of up to `size` items, in order."""
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

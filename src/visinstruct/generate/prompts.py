@@ -38,6 +38,8 @@ def load_pack(task: Task, lang: str) -> PromptPack:
     """Read `prompt_packs/<lang>/<pack file>.json` shipped inside the package."""
     if lang not in LANGS:
         raise UserError(f"unknown language {lang!r}; choose from {', '.join(LANGS)}")
+    if not task.teacher:  # made from the annotations (presence): no teacher prompt
+        return PromptPack(task, lang, "", (), "", "", 1, ())
     path = resources.files(__package__).joinpath("prompt_packs", lang, f"{task.pack_name}.json")
     raw = json.loads(path.read_text("utf-8"))
     return PromptPack(
@@ -49,8 +51,10 @@ def load_pack(task: Task, lang: str) -> PromptPack:
     )
 
 
-def build_messages(pack: PromptPack, scene: Scene, image_url: str | None = None) -> list[dict[str, Any]]:
-    """System message, few-shot user/assistant pairs, then this scene (or the image) as the last user turn."""
+def build_messages(pack: PromptPack, scene: Scene, image_url: str | None = None,
+                   text: str | None = None) -> list[dict[str, Any]]:
+    """System message, few-shot user/assistant pairs, then this scene (or the image) as the last user turn
+    (`text`: the scene's text for the pack's view, when the caller has it already)."""
     messages: list[dict[str, Any]] = [{"role": "system", "content": pack.system}]
     for example_scene, reply in pack.examples:
         messages.append({"role": "user", "content": example_scene})
@@ -58,7 +62,7 @@ def build_messages(pack: PromptPack, scene: Scene, image_url: str | None = None)
     if pack.task.mode == "vlm":
         content: Any = [{"type": "text", "text": pack.user}, {"type": "image_url", "image_url": {"url": image_url}}]
     else:
-        content = scene_text(scene, pack.task.view)
+        content = text if text is not None else scene_text(scene, pack.task.view)
     messages.append({"role": "user", "content": content})
     return messages
 

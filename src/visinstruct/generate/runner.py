@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..core.errors import UserError
 from ..core.report import Progress
 from ..teachers.base import KeyRefused, Reply, Teacher, TeacherError
-from .ledger import Ledger
+from .budget import Budget
+from .ledger import Entry, Ledger
 from .limits import Limits, Window
 from .units import Unit
 from .vlm import ImageError
 
 MAX_BACKOFF_S = 60.0
+# an answered unit → ((output size after its lines, lines), a function writing them): see generate/output.py
+OnAnswer = Callable[[Unit, Entry], tuple[tuple[int, int] | None, Callable[[], int] | None]]
 MAX_RETRY_AFTER_S = 600.0
 TICK_S = 0.5  # how often the progress display is offered a line while requests are out
 
@@ -39,6 +42,7 @@ class RunStats:
     back_offs: int = 0  # times the adaptive window was halved
     timeout_raises: int = 0  # times a queue-wait timeout raised the request timeout (without streaming)
     concurrency: int = 0  # the adaptive window at the end (0: a fixed window, e.g. the embedded teacher)
+    unsent: int = 0  # units taken from the stream but not sent: the budget cap would have been crossed
 
 
 class Runner:
@@ -51,22 +55,29 @@ class Runner:
     """
 
     def __init__(self, teacher: Teacher, ledger: Ledger, limits: Limits, concurrency: int,
-                 retries: int, backoff: float, progress: bool | None = None) -> None:
+                 retries: int, backoff: float, progress: bool | None = None,
+                 on_answer: OnAnswer | None = None, budget: Budget | None = None,
+                 total_hint: Callable[[], int | None] | None = None) -> None:
         self.teacher, self.ledger, self.limits = teacher, ledger, limits
         self.concurrency, self.retries, self.backoff = concurrency, retries, backoff
-        self.progress = progress
+        self.progress, self.on_answer, self.budget = progress, on_answer, budget
+        self.total_hint = total_hint  # the units to send, once the stream feeding them has been read to its end
+        self.capped = False
         self.window = Window(concurrency, adaptive=bool(getattr(teacher, "adaptive", False)))
         self.stats = RunStats()
         self.refused: KeyRefused | None = None
 
-    async def run(self, units: list[Unit]) -> RunStats:
-        """Process all units; returns when each is answered or failed."""
+    async def run(self, units: Iterable[Unit], total: int | None = None) -> RunStats:
+        """Process the units (a list or a stream); returns when each is answered or failed, or when the
+        budget stops the run (the units left are not taken from the stream)."""
         pending = iter(units)
-        with Progress("generate", total=len(units), enabled=self.progress, unit="req",
+        total = len(units) if isinstance(units, list) else total
+        with Progress("generate", total=total, enabled=self.progress, unit="req",
                       detail=self._detail) as bar:
             self.bar = bar
             ticker = asyncio.create_task(self._tick())
-            workers = [asyncio.create_task(self._worker(pending)) for _ in range(min(self.concurrency, len(units)))]
+            width = min(self.concurrency, total) if total is not None else self.concurrency
+            workers = [asyncio.create_task(self._worker(pending)) for _ in range(max(1, width))]
             try:
                 await asyncio.gather(*workers)
             finally:
@@ -88,11 +99,18 @@ class Runner:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
+            if self.bar.total is None and self.total_hint is not None and self.total_hint() is not None:
+                self.bar.set_total(self.total_hint())
             self.bar.tick()
 
     async def _worker(self, pending: Iterator[Unit]) -> None:
-        for unit in pending:
-            if self.refused is not None:
+        while self.refused is None and not self.capped:
+            unit = next(pending, None)
+            if unit is None:
+                return
+            if self.budget is not None and not self.budget.admit(unit.prompt_estimate, unit.request["max_tokens"]):
+                self.capped = True  # this unit and the rest stay unsent
+                self.stats.unsent += 1
                 return
             await self._one(unit)
             self.bar.update(1)
@@ -104,13 +122,13 @@ class Runner:
 
     async def _request(self, unit: Unit) -> dict | None:
         """The request to send: with the image's data URL in VLM mode (None when the image is bad)."""
-        if unit.scene.file is None:
+        if unit.info.file is None:
             return unit.request
         try:
             return await asyncio.to_thread(unit.with_image)
         except ImageError as error:
             self.ledger.record_failure(unit.key, unit.unit_id, unit.request,
-                                       f"bad image {unit.scene.file}: {error}", 0)
+                                       f"bad image {unit.info.file}: {error}", 0)
             self.stats.failed += 1
             self.stats.bad_images += 1
             return None
@@ -136,29 +154,41 @@ class Runner:
         return reply
 
     async def _one(self, unit: Unit) -> None:
+        reply = await self._answer(unit)
+        if self.budget is not None:
+            used = (reply.prompt_tokens, reply.completion_tokens) if reply is not None else (0, 0)
+            self.budget.settle(unit.prompt_estimate, unit.request["max_tokens"], *used)
+
+    async def _answer(self, unit: Unit) -> Reply | None:
+        """Send one unit with retries; the reply (recorded) or None (failed, recorded; or not sent)."""
+        if unit.local_reply is not None:  # made from the annotations: nothing to send
+            reply = Reply(unit.local_reply, 0, 0, "stop")
+            self._record(unit, reply, 0)
+            return reply
         request = await self._request(unit)
         if request is None:
-            return
+            return None
         estimate = unit.prompt_estimate + unit.request["max_tokens"]
         for attempt in range(self.retries + 1):
             try:
                 reply = await self._send(request, estimate)
             except KeyRefused as error:
                 self.refused = self.refused or error
-                return
+                return None
             except TeacherError as error:
                 self._count(error)
                 if not error.retryable or attempt == self.retries:
                     self.ledger.record_failure(unit.key, unit.unit_id, unit.request,
                                                f"{error.reason} (after {attempt + 1} attempts)", attempt + 1)
                     self.stats.failed += 1
-                    return
+                    return None
                 self.stats.retries += 1
                 await asyncio.sleep(self._delay(attempt, error))
                 continue
             if reply is not None:
                 self._record(unit, reply, attempt + 1)
-            return
+            return reply
+        return None
 
     def _count(self, error: TeacherError) -> None:
         """Tally an overload signal; say so when it raised the request timeout."""
@@ -172,8 +202,15 @@ class Runner:
                           f"the server's queue): the request timeout is now {error.raised_timeout:g} s")
 
     def _record(self, unit: Unit, reply: Reply, attempts: int) -> None:
+        out, write = None, None
+        if self.on_answer is not None:  # the output's lines for this unit: noted with the answer, then written
+            out, write = self.on_answer(unit, Entry(unit.key, "answered", reply.text, reply.finish_reason,
+                                                    reply.prompt_tokens, reply.completion_tokens, None,
+                                                    reply.cached_tokens))
         self.ledger.record_answer(unit.key, unit.unit_id, unit.request, reply.text, reply.finish_reason,
-                                  reply.prompt_tokens, reply.completion_tokens, attempts)
+                                  reply.prompt_tokens, reply.completion_tokens, attempts, reply.cached_tokens, out=out)
+        if write is not None:
+            write()
         stats = self.stats
         stats.answered += 1
         stats.prompt_tokens += reply.prompt_tokens

@@ -25,6 +25,8 @@ class Task:
     pack_file: str = ""         # prompt pack file name (default: the task name; vlm: vlm_<name>)
     cap_pairs: bool = False     # keep at most the pack's max_pairs rounds
     single_turn_rows: bool = False  # --schema svit: each question/answer pair is its own conversation
+    teacher: bool = True        # False: made from the annotations alone (generate/presence.py); no prompt pack,
+                                # no request; load_pack must not be called for it
 
     @property
     def pack_name(self) -> str:
@@ -32,12 +34,14 @@ class Task:
 
 
 # LLaVA gave the conversation task captions only and detail/reasoning captions plus boxes; referring QA
-# reads the boxed regions (SVIT). VLM tasks follow llava-instruct-zh-600k.
+# reads the boxed regions (SVIT). VLM tasks follow llava-instruct-zh-600k. presence needs no teacher: yes/no
+# questions about objects present and absent, from the boxes, captions and regions (POPE-style).
 REGISTRY: dict[tuple[str, str], Task] = {(t.mode, t.name): t for t in (
     Task("conversation", "text", "captions"),
     Task("detail_description", "text", "full", reply="description"),
     Task("complex_reasoning", "text", "full", single_turn_rows=True),
     Task("referring_qa", "text", "regions", default=False, referring=True, single_turn_rows=True),
+    Task("presence", "text", "full", default=False, teacher=False),
     Task("dialogue", "vlm", cap_pairs=True),
     Task("complex_reasoning", "vlm"),
     Task("captioning", "vlm", reply="description"),

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 import posixpath
+from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from ..core.errors import UserError
@@ -26,19 +28,27 @@ from .vocab import categories, lexicon, normalize
 
 SAME_OBJECT_IOU = 0.5  # Visual Genome boxes of one category overlapping this much are one object named twice
 SOURCES = ("coco-instances", "caps-boxes", "vg")
+_EMPTY: Mapping[str, int] = MappingProxyType({})  # shared by the many images without a crowd region
+_NONE: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
 class Facts:
-    """One image's annotations, as the audit reads them."""
+    """One image's annotations, as the audit reads them (kept compact: a COCO-train-sized file has ~120k)."""
 
     present: frozenset[str]                # categories annotated (plus those its captions or regions name)
-    counts: dict[str, int]                 # objects per category outside crowd regions
-    crowd: dict[str, int]                  # crowd regions per category (each holds one object or more)
-    boxes: list[tuple[str, list[float]]]   # (label, normalized box) of every object and region
+    counts: Mapping[str, int]              # objects per category outside crowd regions
+    crowd: Mapping[str, int]               # crowd regions per category (each holds one object or more)
+    labels: tuple[str, ...]                # the label of every object and region ...
+    coords: array                          # ... and its normalized box: 4 doubles each, in the same order
     size: tuple[float, float] | None       # width, height in pixels, when the source gives them
     names: frozenset[str] = frozenset()    # Visual Genome: the object names themselves
     lower_only: bool = False               # counts are lower bounds (Visual Genome: objects repeat and go missing)
+
+    @property
+    def boxes(self) -> list[tuple[str, list[float]]]:
+        """(label, normalized `[x1, y1, x2, y2]`) of every object and region."""
+        return [(label, list(self.coords[4 * i:4 * i + 4])) for i, label in enumerate(self.labels)]
 
 
 @dataclass
@@ -123,11 +133,13 @@ def facts_of(scene: Scene, kind: str) -> Facts:
     vg = kind == "vg"
     counts, crowd, present = _objects(scene.boxes, vg)
     present |= _prose_categories(scene.captions + ([r.category for r in scene.regions] if vg else []))
-    boxes = [(b.category, b.bbox) for b in scene.boxes + scene.regions]
+    every = scene.boxes + scene.regions
+    coords = array("d", [v for b in every for v in b.bbox])
     size = (float(scene.width), float(scene.height)) if scene.width and scene.height else None
     names = frozenset(n for b in scene.boxes for n in (b.category.lower(), b.category.lower().split()[-1])) \
-        if vg else frozenset()
-    return Facts(frozenset(present), dict(counts), dict(crowd), boxes, size, names, vg)
+        if vg else _NONE
+    return Facts(frozenset(present), dict(counts) if counts else _EMPTY, dict(crowd) if crowd else _EMPTY,
+                 tuple(b.category for b in every), coords, size, names, vg)
 
 
 def _scenes(kind: str, path: Path, dropped: Dropped) -> Iterator[Scene]:

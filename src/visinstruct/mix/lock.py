@@ -4,11 +4,15 @@ the same bytes; a source file that changed since is refused before anything is w
 
     {"visinstruct_mix_lock": 1, "recipe": "/data/mix.yaml", "records": 1200, "records_sha256": "…",
      "sources": [{"name": "coco", "path": "/data/coco.json", "strategy": "random:1000", "image_prefix": "coco/",
-                  "records": 1000, "files": [{"path": "/data/coco.json", "size": 123, "sha256": "…"}],
-                  "take": [{"file": 0, "rows": "0-99,105,200-299"}]}, …]}
+                  "image_root": "/data", "records": 1000,
+                  "files": [{"path": "/data/coco.json", "size": 123, "sha256": "…"}],
+                  "take": [{"file": 0, "rows": "0-99,105,200-299"}]}, …],
+     "images_sha256": "…"}
 
 `take` lists chunks in output order; `rows` are row numbers within that file (0 = its first record), ends
 inclusive. A `count` above a source's size makes several chunks over the same file (one per repeat).
+`image_root` is the folder the source's written image paths are relative to (where a folder output reads the
+images); `images_sha256`, the SHA-256 of the embedded images, is there once the mixture was written as a folder.
 """
 
 from __future__ import annotations
@@ -42,12 +46,13 @@ class TakeLog:
         self.chunks[-1][1].add(row)
         self.records += 1
 
-    def entry(self, name: str, path: Path, strategy: str, prefix: str, files: list[SourceFile]) -> dict[str, Any]:
+    def entry(self, name: str, path: Path, strategy: str, prefix: str, root: Path,
+              files: list[SourceFile]) -> dict[str, Any]:
         """The lock entry of the source; only files that gave rows are listed (and fingerprinted)."""
         used = sorted({file for file, _ in self.chunks})
         renumber = {old: new for new, old in enumerate(used)}
         return {"name": name, "path": str(path), "strategy": strategy, "image_prefix": prefix,
-                "records": self.records,
+                "image_root": str(root), "records": self.records,
                 "files": [{"path": str(files[i].path), **fingerprint(files[i].path)} for i in used],
                 "take": [{"file": renumber[file], "rows": rows.build().to_text()} for file, rows in self.chunks]}
 
@@ -65,6 +70,8 @@ def read_lock(path: Path) -> dict[str, Any]:
     sources = lock.get("sources")
     if not isinstance(sources, list) or not isinstance(lock.get("records_sha256"), str):
         raise UserError(f"{path}: the lock has no sources list or no records_sha256")
+    if not isinstance(lock.get("images_sha256", ""), str):
+        raise UserError(f"{path}: images_sha256 must be a string")
     for n, source in enumerate(sources):
         _check_source(path, n, source)
     return lock
@@ -73,8 +80,8 @@ def read_lock(path: Path) -> dict[str, Any]:
 def _check_source(path: Path, n: int, source: Any) -> None:
     where = f"{path}: sources[{n}]"
     if not isinstance(source, dict) or not isinstance(source.get("name"), str) or not isinstance(
-            source.get("image_prefix"), str):
-        raise UserError(f"{where}: expected an object with name, image_prefix, files and take")
+            source.get("image_prefix"), str) or not isinstance(source.get("image_root", ""), str):
+        raise UserError(f"{where}: expected an object with name, image_prefix, image_root, files and take")
     files, take = source.get("files"), source.get("take")
     if not isinstance(files, list) or not isinstance(take, list):
         raise UserError(f"{where}: files and take must be lists")

@@ -1,14 +1,17 @@
-"""`visinstruct mix`: a recipe (or a lock) in, one mixture file and its lock out.
+"""`visinstruct mix`: a recipe (or a lock) in, one mixture (a .json/.jsonl file or a Hugging Face dataset
+folder) and its lock out.
 
 Plan first (files counted where a strategy or a target needs it, rows chosen as index runs, every target
 resolved), then stream: each source's chosen rows in file order, image paths moved into the mixture's image
-folder, excluded images and cross-source duplicates dropped, provenance set, each record written at once.
-Memory holds index runs, the dedup digests and the exclusion set, never the records.
+folder, excluded images and cross-source duplicates dropped, provenance set, each record written at once (a
+folder: surveyed, then its lock replayed into parquet shards, see folder.py). Memory holds index runs, the
+dedup digests and the exclusion set, never the records.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import UserError
-from ..core.io import RecordWriter, check_paths, output_format, write_json
+from ..core.io import RecordWriter, check_paths, write_json
 from ..core.report import Progress, make_report
 from .dedup import CrossSourceDedup
+from .folder import FolderOptions, FolderSurvey, Row, check_replaceable, output_kind, require_roots, write_folder
 from .images import Excluded, Hasher, excluded_images, path_keys, prefix_for, rewrite_images
 from .lock import TakeLog, lock_path, lock_takes, make_lock, read_lock, verify_files
 from .recipe import Recipe, SourceSpec, load_recipe
@@ -35,7 +39,8 @@ class Plan:
 
     spec: SourceSpec
     prefix: str
-    image_root: Path
+    image_root: Path  # where the source's image paths point (hashing reads the images there)
+    paths_root: Path  # where they point once rewritten (the mixture's image_root, else image_root)
     counts: list[int] | None
     selected: Rows
     rng: np.random.Generator
@@ -105,22 +110,26 @@ def _plan(recipe: Recipe, spec: SourceSpec, count_all: bool) -> Plan:
     rng = source_rng(spec.seed, spec.name)
     selected = base_rows(spec.strategy, sum(counts) if counts is not None else None, rng)
     image_root = spec.image_root or recipe.image_root or (spec.path if spec.path.is_dir() else spec.path.parent)
-    return Plan(spec, prefix, image_root, counts, selected, rng)
+    return Plan(spec, prefix, image_root, recipe.image_root or image_root, counts, selected, rng)
 
 
 # ---- the stage -----------------------------------------------------------------------------------------
 
-def _check_outputs(recipe: Recipe, outputs: dict[str, Path | None]) -> None:
-    """Refuse outputs that are inputs, or that lie in a source's folder of shards (the next run would read
-    them as one more shard)."""
+def _check_outputs(recipe: Recipe, outputs: dict[str, Path | None], folder: bool) -> None:
+    """Refuse outputs that are inputs (a folder output: that hold an input or an image folder), or that lie in
+    a source's folder of shards (the next run would read them as one more shard)."""
     inputs: dict[str, Path | None] = {"the recipe": recipe.path}
+    if folder:
+        inputs["the recipe's image_root"] = recipe.image_root
     for spec in recipe.sources:
         for n, file in enumerate(spec.files):
             inputs[f"file {n} of source {spec.name!r}"] = file.path
+        if folder:
+            inputs[f"the image_root of source {spec.name!r}"] = spec.image_root
     for n, entry in enumerate(recipe.exclude):
         for k, file in enumerate(entry.files):
             inputs[f"file {k} of exclude_images_of entry {n}"] = file.path
-    check_paths(inputs, outputs)
+    check_paths(inputs, outputs, folders=frozenset({"--out"}) if folder else frozenset())
     for spec in recipe.sources:
         for name, path in outputs.items():
             if path is not None and spec.path.is_dir() and spec.path.resolve() in path.resolve().parents:
@@ -151,14 +160,17 @@ class _Matcher:
 
 
 def mix(recipe_path: Path, out: Path, progress: bool | None = None, dry_run: bool = False,
-        report: Path | None = None) -> dict[str, Any]:
-    """Write the mixture a recipe describes to `out` (.json or .jsonl) and its lock beside it; the report
-    (`report` is where the caller will write it: only checked here against the other paths)."""
+        report: Path | None = None, folder: FolderOptions | None = None) -> dict[str, Any]:
+    """Write the mixture a recipe describes to `out` (.json, .jsonl, or a folder of parquet shards cut by
+    `folder`) and its lock beside it; the report (`report` is where the caller will write it: only checked
+    here against the other paths)."""
     started = time.monotonic()
     recipe = load_recipe(recipe_path)
+    kind = output_kind(out, folder)
     lock = lock_path(out)
-    output_format(out)
-    _check_outputs(recipe, {"--out": out, "the lock": lock, "--report": report})
+    _check_outputs(recipe, {"--out": out, "the lock": lock, "--report": report}, kind == "folder")
+    if kind == "folder":
+        check_replaceable(out)
     plans = plan_sources(recipe, count_all=dry_run)
     if dry_run:
         return _dry_report(recipe, out, plans, time.monotonic() - started)
@@ -167,75 +179,132 @@ def mix(recipe_path: Path, out: Path, progress: bool | None = None, dry_run: boo
         if recipe.exclude else None
     dedup = CrossSourceDedup(recipe.dedup, recipe.image_match, recipe.phash_distance) if recipe.dedup else None
     matcher = _Matcher(recipe, excluded, dedup, hasher)
-    stats, entries = [], []
+    stats: list[SourceStats] = []
+    entries: list[dict[str, Any]] = []
     total = sum(len(r) for p in plans for r in p.passes if not r.is_open) if all(
         not r.is_open for p in plans for r in p.passes) else None
-    with RecordWriter(out) as writer, Progress("mix", total, progress) as bar:
-        for plan in plans:
-            stat, log = _write_source(plan, writer, matcher, bar)
-            if dedup is not None:
-                dedup.end_source()
-            stats.append(stat)
-            entries.append(log.entry(plan.spec.name, plan.spec.path, str(plan.spec.strategy), plan.prefix,
-                                     plan.spec.files))
-        write_json(lock, make_lock(recipe.path.resolve(), entries, writer.count, writer.digest.hexdigest()))
+    survey = FolderSurvey(folder or FolderOptions()) if kind == "folder" else None
+    with Progress("mix", total, progress) as bar:
+        rows = _mixed_rows(plans, matcher, bar, stats, entries)
+        if survey is None:
+            with RecordWriter(out) as writer:
+                for record, _, _ in rows:
+                    writer.write(record)
+                write_json(lock, make_lock(recipe.path.resolve(), entries, writer.count, writer.digest.hexdigest()))
+        else:
+            for row in rows:
+                survey.add(*row)
+    if survey is not None:
+        locked = make_lock(recipe.path.resolve(), entries, survey.count, survey.digest.hexdigest())
+        write_folder(out, _locked_rows(locked, []), survey.finish(), locked, lock, lock, progress)
     return _report(recipe.path, out, lock, stats, time.monotonic() - started, excluded, hasher)
 
 
-def _write_source(plan: Plan, writer: RecordWriter, matcher: _Matcher, bar: Progress) -> tuple[SourceStats, TakeLog]:
+def _mixed_rows(plans: list[Plan], matcher: _Matcher, bar: Progress, stats: list[SourceStats],
+                entries: list[dict[str, Any]]) -> Iterator[Row]:
+    """The mixture's records in output order, each with where it was read and the folder its image paths are
+    relative to; as each source ends, its stats and its lock entry are appended."""
+    for plan in plans:
+        spec = plan.spec
+        stat = SourceStats(spec.name, str(spec.strategy), sum(plan.counts) if plan.counts else None)
+        log = TakeLog()
+        stats.append(stat)
+        for record, where in _source_rows(plan, matcher, bar, stat, log):
+            yield record, where, plan.paths_root
+        if matcher.dedup is not None:
+            matcher.dedup.end_source()
+        entries.append(log.entry(spec.name, spec.path, str(spec.strategy), plan.prefix, plan.paths_root,
+                                 spec.files))
+
+
+def _source_rows(plan: Plan, matcher: _Matcher, bar: Progress, stats: SourceStats,
+                 log: TakeLog) -> Iterator[tuple[dict[str, Any], str]]:
+    """One source's kept records (provenance set), counted in `stats` and `log`."""
     spec = plan.spec
-    stats, log = SourceStats(spec.name, str(spec.strategy), sum(plan.counts) if plan.counts else None), TakeLog()
     for rows in plan.passes:
         for file_index, row, record, where in file_rows(spec.files, rows, plan.counts):
             stats.selected += 1
             record = _record(record, where)
             if matcher.keep(plan, record, stats):
                 set_source(record, spec.name)
-                writer.write(record)
                 log.add(file_index, row)
                 stats.written += 1
+                yield record, where
             if stats.selected % PROGRESS_EVERY == 0:
                 bar.update(PROGRESS_EVERY)
     bar.update(stats.selected % PROGRESS_EVERY)
     if stats.rows is None and spec.strategy.kind == "all":
         stats.rows = stats.selected  # read to the end: every row was selected once
-    return stats, log
 
 
-def replay(lock_file: Path, out: Path, progress: bool | None = None, report: Path | None = None) -> dict[str, Any]:
+def _locked_rows(lock: dict[str, Any], stats: list[SourceStats], bar: Progress | None = None) -> Iterator[Row]:
+    """The records a lock lists, in its order, as the mixture holds them (paths rewritten, provenance set)."""
+    for source in lock["sources"]:
+        stat = SourceStats(source["name"], str(source.get("strategy", "")))
+        stats.append(stat)
+        root = Path(source["image_root"]) if isinstance(source.get("image_root"), str) else None
+        for file, rows in lock_takes(source):
+            for _, record, where in read_rows(file, rows):
+                record = _record(record, where)
+                rewrite_images(record, source["image_prefix"])
+                set_source(record, source["name"])
+                stat.selected += 1
+                stat.written += 1
+                yield record, where, root
+        if bar is not None:
+            bar.update(stat.written)
+
+
+def replay(lock_file: Path, out: Path, progress: bool | None = None, report: Path | None = None,
+           folder: FolderOptions | None = None) -> dict[str, Any]:
     """Write the mixture a lock describes, byte for byte as when it was made; refuse a changed source file
     (`report`: where the caller will write the report, checked against the other paths)."""
     started = time.monotonic()
     lock = read_lock(lock_file)
-    output_format(out)
+    kind = output_kind(out, folder)
     lock_out = lock_path(out)
     same_lock = lock_out.exists() and lock_out.resolve() == lock_file.resolve()
     inputs: dict[str, Path | None] = {"the lock": lock_file}
     for source in lock["sources"]:
         for n, file in enumerate(source["files"]):
             inputs[f"file {n} of source {source['name']!r}"] = Path(file["path"])
-    check_paths(inputs, {"--out": out, "the new lock": None if same_lock else lock_out, "--report": report})
+        if kind == "folder" and isinstance(source.get("image_root"), str):
+            inputs[f"the image_root of source {source['name']!r}"] = Path(source["image_root"])
+    check_paths(inputs, {"--out": out, "the new lock": None if same_lock else lock_out, "--report": report},
+                folders=frozenset({"--out"}) if kind == "folder" else frozenset())
+    if kind == "folder":
+        check_replaceable(out)
     verify_files(lock_file, lock)
-    stats = []
-    with RecordWriter(out) as writer, Progress("mix", lock.get("records"), progress) as bar:
-        for source in lock["sources"]:
-            stat = SourceStats(source["name"], str(source.get("strategy", "")))
-            for file, rows in lock_takes(source):
-                for _, record, where in read_rows(file, rows):
-                    record = _record(record, where)
-                    rewrite_images(record, source["image_prefix"])
-                    set_source(record, source["name"])
-                    writer.write(record)
-                    stat.selected += 1
-                    stat.written += 1
-            bar.update(stat.written)
-            stats.append(stat)
-        if writer.digest.hexdigest() != lock["records_sha256"]:
-            raise UserError(f"{lock_file}: the replayed records differ from the locked ones (SHA-256 "
-                            f"{writer.digest.hexdigest()[:12]}… ≠ {lock['records_sha256'][:12]}…); nothing written")
-        if not same_lock:
-            write_json(lock_out, lock)
+    stats: list[SourceStats] = []
+    if kind == "folder":
+        _replay_folder(lock_file, lock, out, None if same_lock and "images_sha256" in lock else lock_out,
+                       folder or FolderOptions(), stats, progress)
+    else:
+        with RecordWriter(out) as writer, Progress("mix", lock.get("records"), progress) as bar:
+            for record, _, _ in _locked_rows(lock, stats, bar):
+                writer.write(record)
+            _check_digest(lock_file, lock, writer.digest.hexdigest())
+            if not same_lock:
+                write_json(lock_out, lock)
     return _report(lock_file, out, lock_out, stats, time.monotonic() - started, None, None)
+
+
+def _replay_folder(lock_file: Path, lock: dict[str, Any], out: Path, lock_out: Path | None, opts: FolderOptions,
+                   stats: list[SourceStats], progress: bool | None) -> None:
+    """A lock into a folder: survey its rows (and check their SHA-256), then write them (see folder.py)."""
+    require_roots(lock_file, lock)
+    survey = FolderSurvey(opts)
+    with Progress("mix", lock.get("records"), progress) as bar:
+        for row in _locked_rows(lock, [], bar):
+            survey.add(*row)
+    _check_digest(lock_file, lock, survey.digest.hexdigest())
+    write_folder(out, _locked_rows(lock, stats), survey.finish(), lock, lock_file, lock_out, progress)
+
+
+def _check_digest(lock_file: Path, lock: dict[str, Any], found: str) -> None:
+    if found != lock["records_sha256"]:
+        raise UserError(f"{lock_file}: the replayed records differ from the locked ones (SHA-256 "
+                        f"{found[:12]}… ≠ {lock['records_sha256'][:12]}…); nothing written")
 
 
 # ---- reports -------------------------------------------------------------------------------------------

@@ -13,10 +13,13 @@ from typing import Any
 from ..core.errors import UserError
 from ..core.io import read_json
 
-_BY_MODEL = ("SELECT json_extract(request, '$.model'), status, COUNT(*), SUM(prompt_tokens), "
-             "SUM(completion_tokens) FROM units GROUP BY 1, 2 ORDER BY 1, 2")
-_SAMPLING = ("SELECT json_extract(request, '$.temperature'), json_extract(request, '$.top_p'), "
-             "json_extract(request, '$.max_tokens'), COUNT(*) FROM units GROUP BY 1, 2, 3 ORDER BY 4 DESC LIMIT 10")
+# format 1 stored each unit's request; format 2 stores the shared part once in `prefixes` (rows without a
+# prefix are answers copied from a Ray shard file, counted in that file)
+_REQUEST = {1: ("request", "units"), 2: ("head", "units JOIN prefixes ON prefixes.id = units.prefix")}
+_BY_MODEL = ("SELECT json_extract({col}, '$.model'), status, COUNT(*), SUM(prompt_tokens), "
+             "SUM(completion_tokens) FROM {src} GROUP BY 1, 2 ORDER BY 1, 2")
+_SAMPLING = ("SELECT json_extract({col}, '$.temperature'), json_extract({col}, '$.top_p'), "
+             "json_extract({col}, '$.max_tokens'), COUNT(*) FROM {src} GROUP BY 1, 2, 3 ORDER BY 4 DESC LIMIT 10")
 
 
 def ledger_files(path: Path) -> list[Path]:
@@ -45,13 +48,15 @@ def read_ledger(path: Path) -> dict[str, Any]:
     models: dict[str, dict[str, int]] = {}
     sampling: dict[tuple, int] = {}
     for file in ledger_files(path):
-        for model, status, units, prompt, completion in _query(file, _BY_MODEL):
+        old = any(row[1] == "request" for row in _query(file, "PRAGMA table_info(units)"))
+        col, src = _REQUEST[1 if old else 2]
+        for model, status, units, prompt, completion in _query(file, _BY_MODEL.format(col=col, src=src)):
             entry = models.setdefault(str(model), {"answered": 0, "failed": 0, "prompt_tokens": 0,
                                                    "completion_tokens": 0})
             entry[status if status in ("answered", "failed") else "failed"] += units
             entry["prompt_tokens"] += prompt or 0
             entry["completion_tokens"] += completion or 0
-        for temperature, top_p, max_tokens, units in _query(file, _SAMPLING):
+        for temperature, top_p, max_tokens, units in _query(file, _SAMPLING.format(col=col, src=src)):
             key = (temperature, top_p, max_tokens)
             sampling[key] = sampling.get(key, 0) + units
     return {"file": str(path), "teachers": [{"model": m, **counts} for m, counts in models.items()],

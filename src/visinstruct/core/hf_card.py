@@ -10,10 +10,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..core.yaml_text import dump, size_category
-from .parquet import CARD_KEYS, ShardWriter, Survey
+from .parquet_survey import CARD_KEYS, Survey
+from .parquet_write import ShardWriter
+from .yaml_text import dump, size_category
 
 _LANGUAGE = re.compile(r"[a-z]{2,3}")  # ISO 639-1/639-3 codes, as the Hub's `language` takes them
+
+
 def yaml_feature(feature: dict[str, Any]) -> dict[str, Any]:
     """One feature in the card's YAML form, from the JSON form stored in the parquet's `huggingface` metadata
     (`{"_type": "List", "feature": …}` → `{"list": …}`, `Image` → `dtype: image`, a struct → its named fields)."""
@@ -69,15 +72,17 @@ def counts_table(key: str, counts: dict[str, int], total: int, rows: int = 30) -
     return [*lines, ""]
 
 
-def card_text(name: str, found: Survey, written: ShardWriter, split: str) -> str:
-    """The whole README.md: YAML header, what the folder holds, how to load it, counts."""
+def card_text(name: str, found: Survey, written: ShardWriter, split: str,
+              made_by: str = "`visinstruct convert --to hf-folder`") -> str:
+    """The whole README.md: YAML header, what the folder holds, how to load it, counts; `made_by` ends the
+    sentence that says which command wrote the folder."""
     images = "a list of images, `List(Image)`" if found.multi_image else "an `Image`"
     lines = ["---", *dump(header(found, written, split)), "---", "", f"# {_cell(name)}", "",
              f"{found.count:,} visual instruction records in the LLaVA layout: `id`, `image` ({images}, "
              f"null for text-only records; {found.with_images:,} records have images), `conversations` "
              "(alternating `human`/`gpt` turns, `<image>` where an image goes), and the records' other keys as "
              f"columns. Split `{split}`: {len(found.shards)} parquet shard(s) under `data/`, images embedded "
-             "as bytes. Written by `visinstruct convert --to hf-folder`.", "",
+             f"as bytes. Written by {made_by}.", "",
              "```python", "from datasets import load_dataset", "",
              f'data = load_dataset("path/to/this/folder", split="{split}")', "```", ""]
     for key in CARD_KEYS:

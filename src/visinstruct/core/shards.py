@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
-from ..core.errors import UserError
-from ..core.io import inside
+from .errors import UserError
+from .io import inside
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -42,9 +42,10 @@ class ShardPlan:
         self.shards: list[int] = []
         self._rows = self._bytes = 0
 
-    def add(self, record: dict[str, Any], where: str) -> None:
-        """Place one record: in the current shard, or first in a new one."""
-        size = self._size(record, where) if self.max_bytes is not None else 0
+    def add(self, record: dict[str, Any], where: str, root: Path | None = None) -> None:
+        """Place one record: in the current shard, or first in a new one (`root`: where this record's images
+        are, instead of the plan's root)."""
+        size = self._size(record, where, root or self.root) if self.max_bytes is not None else 0
         full_rows = self.rows is not None and self._rows >= self.rows
         full_bytes = self.max_bytes is not None and self._bytes + size > self.max_bytes
         if self._rows and (full_rows or full_bytes):
@@ -60,13 +61,13 @@ class ShardPlan:
             self._rows = self._bytes = 0
         return self.shards
 
-    def _size(self, record: dict[str, Any], where: str) -> int:
+    def _size(self, record: dict[str, Any], where: str, root: Path | None) -> int:
         paths = record.get("image")
         size = len(orjson.dumps({k: v for k, v in record.items() if k != "image"}))
         if paths is None:
             return size
         for relative in paths if isinstance(paths, list) else [paths]:
-            path = inside(self.root or Path("."), relative, where)
+            path = inside(root or Path("."), relative, where)
             try:
                 size += path.stat().st_size
             except OSError as exc:
