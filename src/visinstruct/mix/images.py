@@ -19,12 +19,11 @@ from typing import Any
 import numpy as np
 
 from ..core.io import safe_relative, stays_inside
-from ..core.phash import PhashIndex, phash_file
+from ..core.phash import PhashIndex, image_files, phash_file
 from ..core.records import images_of
 from .rows import Rows
 from .sources import file_rows
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CACHE_SIZE = 1 << 16
 
 
@@ -112,16 +111,6 @@ class Excluded:
             return True
         return self.index is not None and any(self.index.near(h) for h in hashes)
 
-
-def image_files(folder: Path) -> list[str]:
-    """Image files under a folder (by extension), as relative posix paths, hidden ones skipped."""
-    found = []
-    for path in folder.rglob("*"):
-        relative = path.relative_to(folder)
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not any(
-                part.startswith(".") for part in relative.parts):
-            found.append(relative.as_posix())
-    return sorted(found)
 
 
 def excluded_images(entries: list[Any], mix_root: Path | None, hasher: Hasher | None, distance: int) -> Excluded:
