@@ -336,6 +336,8 @@ class BatchRun:
             key = item["custom_id"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return
+        if not isinstance(key, str):
+            return
         row = self.db.execute("SELECT unit_id, status, batch FROM units WHERE key = ?", (key,)).fetchone()
         if row is None or row[1] == "answered":
             return  # not ours, or answered already (a line read twice, or an online run got there first)
@@ -353,7 +355,7 @@ class BatchRun:
             self.stats.failed += 1
 
     def _outcome(self, item: dict[str, Any], batch_id: str) -> tuple[Reply | None, str]:
-        response = item.get("response") or {}
+        response = item.get("response") if isinstance(item.get("response"), dict) else {}
         body = response.get("body")
         status = response.get("status_code")
         if status == 200 and not item.get("error"):

@@ -99,7 +99,11 @@ class BatchAPI(HTTPTeacher):
         return _field(answer, "id", "the file upload")
 
     async def get(self, batch_id: str) -> dict[str, Any]:
-        return await self.call(f"reading batch {batch_id}", "GET", f"/batches/{batch_id}")
+        """A batch object (a server answering anything else is a one-line error)."""
+        batch = await self.call(f"reading batch {batch_id}", "GET", f"/batches/{batch_id}")
+        if not isinstance(batch, dict):
+            raise UserError(f"batch API: reading batch {batch_id} gave no batch object")
+        return batch
 
     async def find(self, input_file: str) -> dict[str, Any] | None:
         """The batch made from this input file, if the server lists one (every page, newest first)."""
@@ -114,7 +118,10 @@ class BatchAPI(HTTPTeacher):
                     return item
             if not page.get("has_more") or not items:
                 return None
-            after = f"&after={page.get('last_id') or items[-1]['id']}"
+            last = page.get("last_id") or (items[-1].get("id") if isinstance(items[-1], dict) else None)
+            if not last:
+                return None
+            after = f"&after={last}"
 
     async def ensure(self, input_file: str, look_first: bool) -> dict[str, Any]:
         """The batch of this input file: adopted when the server lists it, else created. A create that fails
