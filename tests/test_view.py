@@ -13,7 +13,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -395,10 +395,18 @@ def test_images_and_api_over_http(server: ViewServer, data: dict[str, Path]) -> 
     assert _get(server.url + "api/page?start=x")[0] == 400
 
 
-def test_cli_prints_the_url_and_stops_cleanly(data: dict[str, Path], tmp_path: Path) -> None:
+def _signals_as_a_background_job() -> None:
+    """In the child: SIGINT ignored and blocked, as a shell script's `cmd &` (or a test runner) may leave it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+@pytest.mark.parametrize("inherited", [None, _signals_as_a_background_job])
+def test_cli_prints_the_url_and_stops_cleanly(data: dict[str, Path], tmp_path: Path,
+                                               inherited: Callable[[], None] | None) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "visinstruct", "view", str(data["records"]), "--image-root",
                              str(data["root"]), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=inherited)
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:") and url.endswith("/")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import shutil
+import signal
 import stat
 import sys
 import threading
@@ -226,10 +227,25 @@ def start(server: ViewServer) -> threading.Thread:
     return thread
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _interruptible() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM end the server cleanly, even when the parent process left SIGINT ignored or
+    blocked (a background job of a shell script inherits it so)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+
+
 def serve(source: Path, image_root: Path | None = None, rejects: Path | None = None, port: int = 0,
           open_browser: bool = False, out: TextIO | None = None) -> int:
     """`visinstruct view`: print the URL on stdout, serve until interrupted (Ctrl-C ends it cleanly)."""
     server = make_server(source, image_root, rejects, port)
+    _interruptible()
     print(server.url, file=out or sys.stdout, flush=True)
     if open_browser:
         webbrowser.open(server.url)
