@@ -290,7 +290,8 @@ class FakeBatches:
     A batch ends `delay` seconds after it is created. On a request's first submission every `fail_every`-th
     line of its batch is answered with an error (error file) and every `drop_every`-th gets no line at all (as
     in an expired batch); a resubmission is answered normally. `create_faults` are used up one per create:
-    "lost" creates the batch but answers 500 (the client never learns its id), "refuse" answers 500.
+    "lost" creates the batch but answers 500 (the client never learns its id), "refuse" answers 500, "expired"
+    answers 400 (a refusal for good).
     `submissions` counts how many times each custom_id was ever submitted in a batch.
     """
 
@@ -355,6 +356,8 @@ class FakeBatches:
         fault = self.create_faults.pop(0) if self.create_faults else None
         if fault == "refuse":
             return web.Response(status=500, text="internal error")
+        if fault == "expired":  # refused for good, as for an input file the server no longer has
+            return web.json_response({"error": {"message": "input file expired"}}, status=400)
         lines = [orjson.loads(line) for line in data.splitlines() if line.strip()]
         batch_id = f"batch_{len(self.batches) + 1:04d}"
         jobs = []

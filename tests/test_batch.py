@@ -319,3 +319,22 @@ def test_presence_units_are_made_here_not_put_in_a_batch(tmp_path: Path) -> None
     assert presence and len([r for r in made if r["task"] == "conversation"]) == 12
     assert len(fake.submissions) == 12  # the conversation units only
     assert all(b"visinstruct:presence" not in body for body in fake.files.values())
+
+
+def test_a_batch_refused_for_good_releases_its_units_for_the_next_run(tmp_path: Path) -> None:
+    caps = make_caps_boxes(tmp_path / "caps.jsonl", 6)  # 12 units
+    out = tmp_path / "out.jsonl"
+    server = serve(create_faults=["expired"])
+    fake = server.server.batch_api
+    try:
+        first = run_cli(*args(caps, out, server.base_url, "--batch"))
+        ledger = tmp_path / "out.jsonl.ledger.sqlite"
+        after_first = statuses(ledger)
+        second = run_cli(*args(caps, out, server.base_url, "--batch"))
+    finally:
+        server.stop()
+    assert first.returncode == 0, first.stderr
+    assert "refused the batch of input file" in first.stderr and "input file expired" in first.stderr
+    assert after_first == {"failed": 12}  # released, not stuck as submitted
+    assert second.returncode == 0 and "done: 12" in second.stderr, second.stderr
+    assert statuses(ledger) == {"answered": 12} and set(fake.submissions.values()) == {1}

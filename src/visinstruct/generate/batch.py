@@ -31,7 +31,7 @@ import orjson
 from ..core.errors import UserError
 from ..core.io import RecordWriter, remove_quietly
 from ..teachers.base import Reply, TeacherError
-from .batch_api import ENDPOINT, BatchAPI
+from .batch_api import ENDPOINT, BatchAPI, CreateRefused
 from .budget import Budget
 from .ledger import CHUNK, Ledger, chunks
 from .runner import RunStats
@@ -136,7 +136,7 @@ class BatchRun:
         if self.opts.collect and not self._rows():
             self._say(f"generate: no batch waits in {self.ledger.path}: nothing to collect", always=True)
         for row in self._rows("id IS NULL"):
-            self._created(row[0], await self.api.ensure(row[0], look_first=True))
+            await self._create(row[0], look_first=True)
         await self._look()
         if not self.opts.collect:
             await self._submit(units)
@@ -267,11 +267,28 @@ class BatchRun:
         input_file = await self.api.upload(draft.path)
         remove_quietly(draft.path)
         self._uploaded(input_file, draft)
-        batch = await self.api.ensure(input_file, look_first=False)
-        self._created(input_file, batch)
+        batch = await self._create(input_file, look_first=False)
+        if batch is None:
+            return
         self.new.append(batch["id"])
         self._say(f"generate: batch {batch['id']} submitted: {len(draft.keys):,} requests "
                   f"(input file {input_file})")
+
+    async def _create(self, input_file: str, look_first: bool) -> dict[str, Any] | None:
+        """Adopt or create the batch of an uploaded file; a refusal for good releases its units (None)."""
+        try:
+            batch = await self.api.ensure(input_file, look_first)
+        except CreateRefused as refused:
+            reason = self.api._scrub(f"the server refused the batch of input file {input_file}: {refused}")
+            with _transaction(self.db):
+                self.db.execute("UPDATE batches SET status = ? WHERE input_file = ?", (COLLECTED, input_file))
+                self.db.execute("UPDATE units SET status = 'failed', reason = ?, batch = NULL "
+                                "WHERE batch = ? AND status = 'submitted'", (reason, input_file))
+            self._say(f"generate: {reason}; its units are failed and go into a new batch on the next run",
+                      always=True)
+            return None
+        self._created(input_file, batch)
+        return batch
 
     def _say_submitted(self) -> None:
         waiting = self._rows()

@@ -23,6 +23,10 @@ WINDOW = "24h"
 DOWNLOAD_CHUNK = 1 << 20
 
 
+class CreateRefused(Exception):
+    """The server refused to make a batch of an input file, and asking again will not change that."""
+
+
 class BatchAPI(HTTPTeacher):
     """The Files and Batches endpoints of an OpenAI-compatible server.
 
@@ -137,7 +141,9 @@ class BatchAPI(HTTPTeacher):
             except KeyRefused as error:
                 raise UserError(f"batch API: {error.reason}") from None
             except TeacherError as error:
-                if not error.retryable or attempt == self.retries:
+                if not error.retryable:  # the server says no for good (e.g. the input file expired)
+                    raise CreateRefused(error.reason) from None
+                if attempt == self.retries:
                     raise UserError(f"batch API: creating the batch of {input_file} failed: {error.reason}; "
                                     "re-run to resume (the next run adopts or creates it)") from None
                 await asyncio.sleep(self.delay(attempt, error))
