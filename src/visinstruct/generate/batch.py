@@ -223,11 +223,7 @@ class BatchRun:
 
     def _admitted(self, chunk: list[Unit]) -> tuple[list[Unit], bool]:
         """The chunk's units not waiting in a batch, up to the budget; and whether the budget stopped them."""
-        keys = [u.key for u in chunk]
-        waiting: set[str] = set()
-        for part in chunks(keys, CHUNK):
-            waiting.update(row[0] for row in self.db.execute(
-                f"SELECT key FROM units WHERE status = 'submitted' AND key IN ({','.join('?' * len(part))})", part))
+        waiting = self.ledger.keys_among([u.key for u in chunk], "submitted")
         admitted = []
         for unit in chunk:
             if unit.key in waiting:

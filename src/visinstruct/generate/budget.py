@@ -14,6 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 
+def price(prompt: float, completion: float, price_in: float, price_out: float) -> float:
+    """What tokens cost at prices per million prompt / completion tokens."""
+    return (prompt * price_in + completion * price_out) / 1e6
+
+
 @dataclass
 class Budget:
     """Tokens and cost spent and reserved against the caps."""
@@ -42,7 +47,7 @@ class Budget:
         return budget
 
     def cost(self, prompt: float, completion: float) -> float:
-        return (prompt * self.price_in + completion * self.price_out) / 1e6 * self.discount
+        return price(prompt, completion, self.price_in, self.price_out) * self.discount
 
     def admit(self, prompt: int, completion: int) -> bool:
         """Reserve a request at its most; False (nothing reserved) when it could cross a cap."""

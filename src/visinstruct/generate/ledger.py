@@ -214,13 +214,11 @@ class Ledger:
 
     def entries(self, keys: list[str]) -> dict[str, Entry]:
         """The stored outcomes of these keys (absent keys left out)."""
-        found: dict[str, Entry] = {}
-        for start in range(0, len(keys), CHUNK):
-            part = keys[start:start + CHUNK]
-            marks = ",".join("?" * len(part))
-            for row in self.db.execute(f"SELECT {_COLUMNS} FROM units WHERE key IN ({marks})", part):
-                found[row[0]] = Entry(*row)
-        return found
+        return {row[0]: Entry(*row) for row in rows_among(self.db, _COLUMNS, keys)}
+
+    def keys_among(self, keys: list[str], status: str) -> set[str]:
+        """Which of these keys have this status (one query per CHUNK keys)."""
+        return _among(self.db, keys, "status = ?", (status,))
 
     def request(self, key: str) -> dict[str, Any] | None:
         """The unit's request, rebuilt from its prefix and last turn (None: not stored)."""
@@ -245,13 +243,17 @@ class Ledger:
         self.db.close()
 
 
-def _among(db: sqlite3.Connection, keys: list[str], where: str) -> set[str]:
-    found: set[str] = set()
+def rows_among(db: sqlite3.Connection, columns: str, keys: list[str], where: str = "1",
+               params: tuple = ()) -> Iterator[tuple]:
+    """`columns` of the units with these keys (and `where`), one query per CHUNK keys."""
     for start in range(0, len(keys), CHUNK):
         part = keys[start:start + CHUNK]
         marks = ",".join("?" * len(part))
-        found.update(row[0] for row in db.execute(f"SELECT key FROM units WHERE {where} AND key IN ({marks})", part))
-    return found
+        yield from db.execute(f"SELECT {columns} FROM units WHERE {where} AND key IN ({marks})", (*params, *part))
+
+
+def _among(db: sqlite3.Connection, keys: list[str], where: str, params: tuple = ()) -> set[str]:
+    return {row[0] for row in rows_among(db, "key", keys, where, params)}
 
 
 def _columns(db: sqlite3.Connection, table: str) -> set[str]:

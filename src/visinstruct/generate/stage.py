@@ -22,7 +22,7 @@ from ..sources import InputSpec, open_scenes
 from ..sources.scene import Scene
 from ..teachers.factory import TeacherConfig
 from .batch import BatchOptions, run_batches
-from .budget import Budget
+from .budget import Budget, price
 from .ledger import Entry, Ledger, ReadOnly, chunks, ledger_paths
 from .limits import Limits
 from .output import Output, check_existing
@@ -195,7 +195,7 @@ def _checked(scenes: Iterable[Scene], opts: GenerateOptions) -> Iterator[Scene]:
 def _cost(opts: GenerateOptions, prompt_tokens: float, completion_tokens: float) -> float | None:
     if opts.price_in is None and opts.price_out is None:
         return None
-    return (prompt_tokens * (opts.price_in or 0) + completion_tokens * (opts.price_out or 0)) / 1e6
+    return price(prompt_tokens, completion_tokens, opts.price_in or 0, opts.price_out or 0)
 
 
 def dry_run(units: Iterable[Unit], opts: GenerateOptions, stream: TextIO) -> int:
