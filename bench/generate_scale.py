@@ -86,10 +86,12 @@ def generate(caps: Path, out: Path, base_url: str, extra: list[str]) -> list[str
             "--base-url", base_url, "--model", "m", "--no-progress", *extra]
 
 
-def bench_size(caps: Path, units: int, work: Path, label: str, src: Path, real: bool, base_url: str) -> None:
-    dry = run(generate(caps, work / f"{label}-{units}-dry.jsonl", base_url, ["--dry-run"]), src)
-    print(f"| {label} | dry run | {units:,} | {dry['wall']:.1f} | {units / dry['wall']:,.0f} | "
-          f"{dry['rss_mb']:,.0f} | | |", flush=True)
+def bench_size(caps: Path, units: int, work: Path, label: str, src: Path, real: bool, base_url: str,
+               dry_run: bool = True) -> None:
+    if dry_run:
+        dry = run(generate(caps, work / f"{label}-{units}-dry.jsonl", base_url, ["--dry-run"]), src)
+        print(f"| {label} | dry run | {units:,} | {dry['wall']:.1f} | {units / dry['wall']:,.0f} | "
+              f"{dry['rss_mb']:,.0f} | | |", flush=True)
     if not real:
         return
     out = work / f"{label}-{units}.jsonl"
@@ -107,6 +109,7 @@ def main() -> None:
     parser.add_argument("--real", type=int, nargs="*", default=[100_000], help="sizes also run for real")
     parser.add_argument("--baseline-src", type=Path, help="an earlier src/ to compare with, in the same run")
     parser.add_argument("--baseline-max", type=int, default=300_000)
+    parser.add_argument("--no-dry", action="store_true", help="real runs only (no dry runs)")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="gen-scale-"))
@@ -124,8 +127,9 @@ def main() -> None:
     try:
         for units in sorted(args.sizes):
             if args.baseline_src and units <= args.baseline_max:
-                bench_size(files[units], units, work, "baseline", args.baseline_src, units in args.real, base_url)
-            bench_size(files[units], units, work, "this", REPO / "src", units in args.real, base_url)
+                bench_size(files[units], units, work, "baseline", args.baseline_src, units in args.real, base_url,
+                           not args.no_dry)
+            bench_size(files[units], units, work, "this", REPO / "src", units in args.real, base_url, not args.no_dry)
     finally:
         server.kill()
         server.wait()

@@ -200,7 +200,12 @@ class LineAppender:
 
     def __init__(self, path: Path, keep: int) -> None:
         self.path, self.keep, self.fd = path, keep, -1
-        self.end = keep
+        self.end = self.promised = keep  # bytes written; bytes written once the promised lines are
+
+    def promise(self, size: int) -> int:
+        """The file's size once `size` more bytes are written after those promised before (written later)."""
+        self.promised += size
+        return self.promised
 
     @staticmethod
     def encode(records: Iterable[Any]) -> bytes:
@@ -225,6 +230,7 @@ class LineAppender:
             raise UserError(f"{self.path}: cannot write ({exc.strerror or exc}); what was answered is in the "
                             "ledger: re-run to continue") from None
         self.end += len(data)
+        self.promised = max(self.promised, self.end)
         return self.end
 
     def close(self) -> None:

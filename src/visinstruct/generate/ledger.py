@@ -119,31 +119,44 @@ class Ledger:
         except sqlite3.Error as exc:
             self.db.close()
             raise UserError(f"{path}: not a usable ledger ({exc}); is --ledger another file?") from None
-        self._prefixes: dict[str, tuple[int, bytes]] = {}
+        self._prefixes: dict[str, tuple[int, Any]] = {}
 
     # ---- writing ------------------------------------------------------------------------------------------
-    def _prefix(self, head: dict[str, Any]) -> tuple[int, bytes]:
-        """(id, compression dictionary) of a request head, stored once."""
+    def _prefix(self, head: dict[str, Any]) -> tuple[int, Any]:
+        """(id, a compressor primed with the head as its dictionary) of a request head, stored once.
+
+        Priming costs ~100 µs per unit, copying a primed compressor ~19 µs; memLevel 4 keeps its state small
+        enough to be copied without fresh pages (the scene texts are short: the bytes out are the same)."""
         body = orjson.dumps(head, option=orjson.OPT_SORT_KEYS)
         digest = hashlib.sha256(body).hexdigest()[:32]
         found = self._prefixes.get(digest)
         if found is None:
             self.db.execute("INSERT OR IGNORE INTO prefixes (hash, head) VALUES (?, ?)", (digest, body.decode()))
             (pid,) = self.db.execute("SELECT id FROM prefixes WHERE hash = ?", (digest,)).fetchone()
-            found = self._prefixes[digest] = (pid, body[-32768:])
+            found = self._prefixes[digest] = (pid, zlib.compressobj(6, zlib.DEFLATED, 15, 4, zdict=body[-32768:]))
         return found
 
     def _pack(self, request: dict[str, Any]) -> tuple[int, bytes, int | None]:
         head, last, seed = split_request(request)
-        pid, zdict = self._prefix(head)
-        packer = zlib.compressobj(6, zdict=zdict)
+        pid, primed = self._prefix(head)
+        packer = primed.copy()
         return pid, packer.compress(orjson.dumps(last)) + packer.flush(), seed
+
+    def hold(self) -> None:
+        """Let the next writes join one open transaction (until `commit`): one commit for many answers."""
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN")
+
+    def commit(self) -> None:
+        """Commit what `hold` kept open (nothing when no transaction is open)."""
+        if self.db.in_transaction:
+            self.db.execute("COMMIT")
 
     def record_answer(self, key: str, unit_id: str, request: dict, reply: str, finish_reason: str | None,
                       prompt_tokens: int, completion_tokens: int, attempts: int,
                       cached_tokens: int | None = None, *, out: tuple[int, int] | None = None) -> None:
-        """Store a reply; committed before this returns. `out`: (the .jsonl's size once this unit's lines are
-        appended, how many lines) — the lines are written right after this commit."""
+        """Store a reply; committed before this returns unless `hold` opened a transaction. `out`: (the
+        .jsonl's size once this unit's lines are appended, how many lines): they are written after the commit."""
         self._upsert(key, unit_id, "answered", request, reply, finish_reason,
                      prompt_tokens, completion_tokens, cached_tokens, None, attempts, out or (None, None))
 

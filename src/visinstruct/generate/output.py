@@ -93,14 +93,14 @@ class Output:
 
     def appender(self, rows: Rows) -> Callable[[Unit, Entry], tuple[tuple[int, int] | None, Callable[[], int] | None]]:
         """The runner's callback for an answered unit: ((the file's size after its lines, how many), a function
-        that writes them) — the runner stores the answer with that size, then writes (one commit per unit)."""
+        that writes them) — the runner stores the answer with that size, commits, then writes (in that order)."""
         def on_answer(unit: Unit, entry: Entry) -> tuple[tuple[int, int] | None, Callable[[], int] | None]:
             try:
                 made = rows(unit, entry)
             except ValueError:  # unusable reply: rejected when the run ends
                 return None, None
             data = self.lines.encode(made)
-            return (self.lines.end + len(data), len(made)), lambda: self.lines.write(data)
+            return (self.lines.promise(len(data)), len(made)), lambda: self.lines.write(data)
         return on_answer
 
     def catch_up(self, planned: Planned, entry: Entry, rows: list[dict[str, Any]]) -> None:
