@@ -215,7 +215,7 @@ def test_units_stream_requests_go_out_before_the_input_is_read(tmp_path: Path, t
     pulled = {"scenes": 0, "at_first_request": None}
 
     def scenes() -> Iterator[Scene]:  # a generator: the engine may read it only once
-        for i in range(4000):
+        for i in range(6000):
             if teacher.server.received and pulled["at_first_request"] is None:
                 pulled["at_first_request"] = i
             pulled["scenes"] = i + 1
@@ -226,10 +226,11 @@ def test_units_stream_requests_go_out_before_the_input_is_read(tmp_path: Path, t
     opts = GenerateOptions(out=tmp_path / "o.jsonl", task_names=["conversation"], progress=False)
     config.settle()
     summary = generate_scenes(scenes(), config, opts)
-    assert summary.units == 4000 and summary.done == 4000 and pulled["scenes"] == 4000
-    # the first request goes out once two feeds (2 x 1,000 units, read in groups of 256 scenes) are in, not all
-    assert pulled["at_first_request"] is not None and pulled["at_first_request"] <= 2 * 1000 + 256
-    assert len(read_records(tmp_path / "o.jsonl")) == 4000
+    assert summary.units == 6000 and summary.done == 6000 and pulled["scenes"] == 6000
+    # the first request goes out before the input is read: at most four feeds of 1,000 units (read in groups
+    # of 256 scenes) are in — the one sent, the one read ahead for the total, and the thread's waiting and next
+    assert pulled["at_first_request"] is not None and pulled["at_first_request"] <= 4 * 1000 + 256
+    assert len(read_records(tmp_path / "o.jsonl")) == 6000
 
 
 def test_seen_ids_find_duplicates_across_merges(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -260,3 +261,34 @@ def test_a_jsonl_this_ledger_did_not_write_is_refused_untouched(tmp_path: Path, 
         ("conversations", "id", "image", "type")}
     ray_cap = run_cli(*base, "--executor", "ray", "--workers", "2", "--max-tokens-total", "100")
     assert ray_cap.returncode == 2 and "--executor local" in ray_cap.stderr
+
+
+def test_a_bad_line_past_the_first_chunks_stops_with_one_line_after_storing_answers(tmp_path: Path) -> None:
+    """Units are made in a thread ahead of the requests: an input error found there still ends the run with one
+    line naming the file and line (exit 2), what was answered is in the ledger, and nothing is asked twice."""
+    caps = make_caps_boxes(tmp_path / "caps.jsonl", 900)
+    lines = caps.read_text().splitlines(keepends=True)
+    lines[799] = '{"id": "broken", "captions": \n'
+    caps.write_text("".join(lines))
+    log = tmp_path / "requests.log"
+    server, base_url = start_server_process(log, latency=0.0)
+    out = tmp_path / "out.jsonl"
+    try:
+        first = run_cli(*_generate(caps, out, base_url, "--concurrency", "8")[3:])
+        answered = answered_keys(tmp_path / "out.jsonl.ledger.sqlite")
+        lines[799] = lines[798].replace(lines[798][8:20], "999999999999")
+        caps.write_text("".join(lines))
+        asked = len(log.read_text().splitlines())
+        second = run_cli(*_generate(caps, out, base_url, "--concurrency", "8")[3:])
+    finally:
+        server.kill()
+        server.wait()
+    assert first.returncode == 2
+    message = first.stderr.strip().splitlines()
+    assert len(message) == 1 and "Traceback" not in first.stderr, first.stderr
+    assert "caps.jsonl" in message[0] and "800" in message[0], message[0]
+    assert len(answered) >= 900  # the first chunk (1,000 units) was answered and stored, but those in flight
+    assert second.returncode == 0, second.stderr
+    assert not set(log.read_text().splitlines()[asked:]) & answered
+    ids = [r["id"] for r in read_records(out)]
+    assert len(ids) == len(set(ids))

@@ -18,10 +18,8 @@ Why a kill at any moment neither loses a unit nor submits one twice:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -33,7 +31,7 @@ from ..core.io import RecordWriter, remove_quietly
 from ..teachers.base import Reply, TeacherError
 from .batch_api import ENDPOINT, BatchAPI, CreateRefused
 from .budget import Budget
-from .ledger import CHUNK, Ledger, chunks
+from .ledger import Ledger, chunks
 from .runner import RunStats
 from .units import Unit
 from .vlm import ImageError
@@ -41,7 +39,6 @@ from .vlm import ImageError
 MAX_REQUESTS = 50_000  # OpenAI's limit per batch input file
 MAX_BYTES = 190_000_000  # under OpenAI's 200 MB per file
 ENDED = ("completed", "failed", "expired", "cancelled")
-UPLOADED, COLLECTED = "uploaded", "collected"  # ledger row states around the server's own statuses
 FEED = 1000  # units looked up in the ledger (and stored) at a time
 COMMIT_EVERY = 1000  # result lines recorded per ledger transaction
 
@@ -121,7 +118,7 @@ class BatchRun:
 
     def __init__(self, api: BatchAPI, ledger: Ledger, opts: BatchOptions, budget: Budget | None,
                  progress: bool, stream: TextIO) -> None:
-        self.api, self.ledger, self.db, self.opts = api, ledger, ledger.db, opts
+        self.api, self.ledger, self.opts = api, ledger, opts
         self.budget, self.progress, self.stream = budget, progress, stream
         self.stats = RunStats()
         self.new: list[str] = []  # batch ids created this run
@@ -133,48 +130,27 @@ class BatchRun:
         """Settle batches left uploaded, collect those that ended, submit (unless --batch-collect), then wait
         for every batch of the ledger and collect it (unless --batch-submit-only)."""
         self._reserve_live()
-        if self.opts.collect and not self._rows():
+        if self.opts.collect and not self.ledger.open_batches():
             self._say(f"generate: no batch waits in {self.ledger.path}: nothing to collect", always=True)
-        for row in self._rows("id IS NULL"):
+        for row in self.ledger.open_batches(created=False):
             await self._create(row[0], look_first=True)
         await self._look()
         if not self.opts.collect:
             await self._submit(units)
-        while not self.opts.submit_only and self._rows():
+        while not self.opts.submit_only and self.ledger.open_batches():
             await asyncio.sleep(self.opts.poll)
             await self._look()
         return self.stats
 
-    # ---- the batches table ------------------------------------------------------------------------------
-    def _rows(self, where: str = "1") -> list[tuple[str, str | None, str, str]]:
-        """(input file, batch id, status, detail) of the batches not collected yet."""
-        return self.db.execute(f"SELECT input_file, id, status, detail FROM batches WHERE status != ? AND {where} "
-                               "ORDER BY created", (COLLECTED,)).fetchall()
-
+    # ---- the budget ------------------------------------------------------------------------------------
     def _reserve_live(self) -> None:
         """Units waiting in batches count against the budget at their most until they are collected."""
         if self.budget is None:
             return
-        for _, _, _, detail in self._rows():
+        for _, _, _, detail in self.ledger.open_batches():
             prompt, completion = orjson.loads(detail)["estimate"]
             self.budget.reserved_tokens += prompt + completion
             self.budget.reserved_cost += self.budget.cost(prompt, completion)
-
-    def _uploaded(self, input_file: str, draft: Draft) -> None:
-        """In ONE transaction: the batch row, and the file's units marked as waiting in it."""
-        reason = f"waiting in a batch (input file {input_file}); collect it with --batch-collect"
-        detail = orjson.dumps({"estimate": [draft.prompt, draft.completion]}).decode()
-        with _transaction(self.db):
-            self.db.execute("INSERT INTO batches (input_file, id, status, units, created, detail) "
-                            "VALUES (?, NULL, ?, ?, ?, ?)", (input_file, UPLOADED, len(draft.keys), time.time(),
-                                                             detail))
-            for part in chunks(draft.keys, CHUNK):
-                self.db.execute(f"UPDATE units SET status = 'submitted', batch = ?, reason = ? "
-                                f"WHERE key IN ({','.join('?' * len(part))})", (input_file, reason, *part))
-
-    def _created(self, input_file: str, batch: dict[str, Any]) -> None:
-        self.db.execute("UPDATE batches SET id = ?, status = ? WHERE input_file = ?",
-                        (batch["id"], batch.get("status") or "validating", input_file))
 
     # ---- submitting -------------------------------------------------------------------------------------
     async def _submit(self, units: Iterable[Unit]) -> None:
@@ -235,7 +211,7 @@ class BatchRun:
 
     def _stored(self, units: list[Unit]) -> list[Unit]:
         """Store the units (failed, "not yet submitted") so that marking them submitted is one UPDATE."""
-        with _transaction(self.db):
+        with self.ledger.transaction():
             for unit in units:
                 self.ledger.record_failure(unit.key, unit.unit_id, unit.request,
                                            "not submitted: the run stopped while preparing its batch", 0)
@@ -262,7 +238,8 @@ class BatchRun:
         shipped.update(draft.keys)
         input_file = await self.api.upload(draft.path)
         remove_quietly(draft.path)
-        self._uploaded(input_file, draft)
+        self.ledger.add_batch(input_file, draft.keys, (draft.prompt, draft.completion),
+                              f"waiting in a batch (input file {input_file}); collect it with --batch-collect")
         batch = await self._create(input_file, look_first=False)
         if batch is None:
             return
@@ -276,18 +253,15 @@ class BatchRun:
             batch = await self.api.ensure(input_file, look_first)
         except CreateRefused as refused:
             reason = self.api._scrub(f"the server refused the batch of input file {input_file}: {refused}")
-            with _transaction(self.db):
-                self.db.execute("UPDATE batches SET status = ? WHERE input_file = ?", (COLLECTED, input_file))
-                self.db.execute("UPDATE units SET status = 'failed', reason = ?, batch = NULL "
-                                "WHERE batch = ? AND status = 'submitted'", (reason, input_file))
+            self.ledger.end_batch(input_file, reason)
             self._say(f"generate: {reason}; its units are failed and go into a new batch on the next run",
                       always=True)
             return None
-        self._created(input_file, batch)
+        self.ledger.batch_state(input_file, batch.get("status") or "validating", batch["id"])
         return batch
 
     def _say_submitted(self) -> None:
-        waiting = self._rows()
+        waiting = self.ledger.open_batches()
         ids = ", ".join(row[1] or row[0] for row in waiting) or "none"
         self._say(f"generate: {len(self.new)} new batch{'es' if len(self.new) != 1 else ''} this run; "
                   f"{len(waiting)} waiting: {ids}", always=self.opts.submit_only)
@@ -296,13 +270,11 @@ class BatchRun:
     async def _look(self) -> None:
         """Read each waiting batch's state; collect those that ended; one progress line."""
         seen: list[dict[str, Any]] = []
-        for input_file, batch_id, _, _ in self._rows("id IS NOT NULL"):
+        for input_file, batch_id, _, _ in self.ledger.open_batches(created=True):
             batch = await self.api.get(batch_id)
             seen.append(batch)
             status = batch.get("status") or "unknown"
-            self.db.execute("UPDATE batches SET status = ?, detail = json_set(detail, '$.request_counts', json(?)) "
-                            "WHERE input_file = ?",
-                            (status, orjson.dumps(batch.get("request_counts") or {}).decode(), input_file))
+            self.ledger.batch_state(input_file, status, counts=batch.get("request_counts"))
             if status in ENDED:
                 await self._collect(input_file, batch)
         if seen:
@@ -319,17 +291,11 @@ class BatchRun:
                     self._record_file(batch_id, input_file, used)
                 finally:
                     remove_quietly(self.results)
-        why = _errors(batch)
-        with _transaction(self.db):
-            missed = self.db.execute(
-                "UPDATE units SET status = 'failed', batch = NULL, updated = ?, "
-                "reason = ? WHERE status = 'submitted' AND batch = ?",
-                (time.time(), f"not answered in batch {batch_id} ({status}{why})", input_file)).rowcount
-            self.db.execute("UPDATE batches SET status = ? WHERE input_file = ?", (COLLECTED, input_file))
+        why = f"not answered in batch {batch_id} ({status}{_errors(batch)})"
+        missed, estimate = self.ledger.end_batch(input_file, why)
         self.stats.failed += missed
         if self.budget is not None:
-            (detail,) = self.db.execute("SELECT detail FROM batches WHERE input_file = ?", (input_file,)).fetchone()
-            self.budget.settle(*orjson.loads(detail)["estimate"], *used)
+            self.budget.settle(*estimate, *used)
         self._say(f"generate: batch {batch_id} {status}: collected ({missed:,} requests without an answer)"
                   if missed else f"generate: batch {batch_id} {status}: collected")
 
@@ -337,7 +303,7 @@ class BatchRun:
         """Every line of a downloaded output or error file into the ledger (in transactions of some lines)."""
         with self.results.open("rb") as handle:
             for part in chunks(handle, COMMIT_EVERY):
-                with _transaction(self.db):
+                with self.ledger.transaction():
                     for line in part:
                         self._record_line(line, batch_id, input_file, used)
 
@@ -351,7 +317,7 @@ class BatchRun:
             return
         if not isinstance(key, str):
             return
-        row = self.db.execute("SELECT unit_id, status, batch FROM units WHERE key = ?", (key,)).fetchone()
+        row = self.ledger.unit_state(key)
         if row is None or row[1] == "answered":
             return  # not ours, or answered already (a line read twice, or an online run got there first)
         unit_id, _, waiting_in = row
@@ -381,15 +347,9 @@ class BatchRun:
         return None, self.api._scrub(f"batch {batch_id}: HTTP {status}: {str(message or 'no message')[:200]}")
 
     def _count(self, reply: Reply, used: list[int]) -> None:
-        stats = self.stats
-        stats.answered += 1
-        stats.prompt_tokens += reply.prompt_tokens
-        stats.completion_tokens += reply.completion_tokens
+        self.stats.add_reply(reply)
         used[0] += reply.prompt_tokens
         used[1] += reply.completion_tokens
-        if reply.cached_tokens is not None:
-            stats.cached_tokens += reply.cached_tokens
-            stats.cache_reports += 1
 
     def _say(self, line: str, always: bool = False) -> None:
         if self.progress or always:
@@ -417,18 +377,6 @@ def _errors(batch: dict[str, Any]) -> str:
     if data and isinstance(data[0], dict) and data[0].get("message"):
         return f": {str(data[0]['message'])[:200]}"
     return ""
-
-
-@contextlib.contextmanager
-def _transaction(db: Any) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any error) on the ledger's autocommit connection."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
 
 
 def run_batches(units: Iterable[Unit], ledger: Ledger, teacher: Any, opts: Any, budget: Budget | None,

@@ -4,7 +4,6 @@ and error handling (`/v1/files`, `/v1/batches`, as OpenAI and vLLM serve them)."
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,8 @@ import orjson
 
 from ..core.errors import UserError
 from ..core.io import AtomicFile
-from ..teachers.base import KeyRefused, Reply, TeacherError
+from ..teachers.base import KeyRefused, Reply, TeacherError, retry_delay
 from ..teachers.http import HTTPTeacher
-from .runner import MAX_BACKOFF_S
 
 ENDPOINT = "/v1/chat/completions"
 WINDOW = "24h"
@@ -77,13 +75,8 @@ class BatchAPI(HTTPTeacher):
             except TeacherError as error:
                 if not error.retryable or attempt == self.retries:
                     raise UserError(f"batch API: {what} failed: {error.reason}") from None
-                await asyncio.sleep(self.delay(attempt, error))
+                await asyncio.sleep(retry_delay(attempt, error, self.backoff))
         raise AssertionError("unreachable")
-
-    def delay(self, attempt: int, error: TeacherError) -> float:
-        if error.retry_after is not None:
-            return min(error.retry_after, MAX_BACKOFF_S)
-        return random.uniform(0.5, 1.0) * min(MAX_BACKOFF_S, self.backoff * 2**attempt)
 
     async def upload(self, path: Path) -> str:
         """Upload a batch input file; its file id."""
@@ -146,7 +139,7 @@ class BatchAPI(HTTPTeacher):
                 if attempt == self.retries:
                     raise UserError(f"batch API: creating the batch of {input_file} failed: {error.reason}; "
                                     "re-run to resume (the next run adopts or creates it)") from None
-                await asyncio.sleep(self.delay(attempt, error))
+                await asyncio.sleep(retry_delay(attempt, error, self.backoff))
                 continue
             try:
                 batch = orjson.loads(answer)

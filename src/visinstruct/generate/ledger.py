@@ -1,7 +1,7 @@
 """A SQLite ledger of generation units: what was asked, what came back, and how it ended.
 
-Each reply is committed as soon as it arrives (WAL journal), so a killed run loses nothing that was
-answered, and a re-run skips every unit whose reply is already here.
+Replies are committed as they arrive (WAL journal; the online runner groups those of up to 0.1 s in one
+commit), so a killed run loses at most that much, and a re-run skips every unit whose reply is already here.
 
 Compact layout (format 2): the part of a request that many units share — model, sampling, system prompt
 and few-shot examples — is stored once in `prefixes`; a unit row holds the prefix id, its seed and its last
@@ -12,6 +12,7 @@ first format (one full request per row) is converted in place when it is opened 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import sqlite3
@@ -59,6 +60,7 @@ _SCHEMA = (
 )
 _COLUMNS = ("key, status, reply, finish_reason, prompt_tokens, completion_tokens, reason, cached_tokens, out_end, "
             "records")
+BATCH_UPLOADED, BATCH_COLLECTED = "uploaded", "collected"  # batches.status around the server's own statuses
 CHUNK = 500  # keys per membership query (SQLite allows 32,766 variables; small batches keep latency flat)
 
 
@@ -250,6 +252,59 @@ class Ledger:
         row = self.db.execute("SELECT SUM(prompt_tokens), SUM(completion_tokens) FROM units "
                               "WHERE status = 'answered' AND prefix IS NOT NULL").fetchone()  # copies: in shards
         return row[0] or 0, row[1] or 0
+
+    # ---- batches (generate --batch) ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def open_batches(self, created: bool | None = None) -> list[tuple[str, str | None, str, str]]:
+        """(input file, batch id, status, detail) of the batches not collected, oldest first; `created`: only
+        those with (True) or without (False) a batch id."""
+        where = {None: "1", True: "id IS NOT NULL", False: "id IS NULL"}[created]
+        return self.db.execute(f"SELECT input_file, id, status, detail FROM batches WHERE status != ? AND {where} "
+                               "ORDER BY created", (BATCH_COLLECTED,)).fetchall()
+
+    def add_batch(self, input_file: str, keys: list[str], estimate: tuple[int, int], reason: str) -> None:
+        """In ONE transaction: the uploaded file's batch row, and its units marked as waiting in it."""
+        detail = orjson.dumps({"estimate": list(estimate)}).decode()
+        with self.transaction():
+            self.db.execute("INSERT INTO batches (input_file, id, status, units, created, detail) "
+                            "VALUES (?, NULL, ?, ?, ?, ?)",
+                            (input_file, BATCH_UPLOADED, len(keys), time.time(), detail))
+            for part in chunks(keys, CHUNK):
+                self.db.execute(f"UPDATE units SET status = 'submitted', batch = ?, reason = ? "
+                                f"WHERE key IN ({','.join('?' * len(part))})", (input_file, reason, *part))
+
+    def batch_state(self, input_file: str, status: str, batch_id: str | None = None,
+                    counts: dict[str, Any] | None = None) -> None:
+        """Note a batch's status (and its id once created, its request counts when seen)."""
+        self.db.execute("UPDATE batches SET id = COALESCE(?, id), status = ?, "
+                        "detail = json_set(detail, '$.request_counts', json(?)) WHERE input_file = ?",
+                        (batch_id, status, orjson.dumps(counts or {}).decode(), input_file))
+
+    def end_batch(self, input_file: str, reason: str) -> tuple[int, tuple[int, int]]:
+        """In ONE transaction: the batch collected, and its units still waiting failed with `reason` (a later
+        run submits them again); (how many, the batch's token estimate)."""
+        with self.transaction():
+            missed = self.db.execute("UPDATE units SET status = 'failed', batch = NULL, updated = ?, reason = ? "
+                                     "WHERE status = 'submitted' AND batch = ?",
+                                     (time.time(), reason, input_file)).rowcount
+            self.db.execute("UPDATE batches SET status = ? WHERE input_file = ?", (BATCH_COLLECTED, input_file))
+            (detail,) = self.db.execute("SELECT detail FROM batches WHERE input_file = ?", (input_file,)).fetchone()
+        prompt, completion = orjson.loads(detail)["estimate"]
+        return missed, (prompt, completion)
+
+    def unit_state(self, key: str) -> tuple[str, str, str | None] | None:
+        """(unit id, status, the input file of the batch it waits in) of a stored unit."""
+        return self.db.execute("SELECT unit_id, status, batch FROM units WHERE key = ?", (key,)).fetchone()
 
     def close(self) -> None:
         """Close the database."""

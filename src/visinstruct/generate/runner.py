@@ -4,23 +4,20 @@ write per reply."""
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..core.errors import UserError
 from ..core.report import Progress
-from ..teachers.base import KeyRefused, Reply, Teacher, TeacherError
+from ..teachers.base import KeyRefused, Reply, Teacher, TeacherError, retry_delay
 from .budget import Budget
 from .ledger import Entry, Ledger
 from .limits import Limits, Window
 from .units import Unit
 from .vlm import ImageError
 
-MAX_BACKOFF_S = 60.0
 # an answered unit → ((output size after its lines, lines), a function writing them): see generate/output.py
 OnAnswer = Callable[[Unit, Entry], tuple[tuple[int, int] | None, Callable[[], int] | None]]
-MAX_RETRY_AFTER_S = 600.0
 TICK_S = 0.5  # how often the progress display is offered a line while requests are out
 GROUP_UNITS = 64  # answers committed to the ledger in one transaction (a commit per answer costs ~0.15 ms)
 GROUP_S = 0.1  # ... or fewer, when this long has passed since the first of them
@@ -45,6 +42,17 @@ class RunStats:
     timeout_raises: int = 0  # times a queue-wait timeout raised the request timeout (without streaming)
     concurrency: int = 0  # the adaptive window at the end (0: a fixed window, e.g. the embedded teacher)
     unsent: int = 0  # units taken from the stream but not sent: the budget cap would have been crossed
+
+    def add_reply(self, reply: Reply) -> None:
+        """Count an answer and its tokens."""
+        self.answered += 1
+        self.prompt_tokens += reply.prompt_tokens
+        self.completion_tokens += reply.completion_tokens
+        if reply.cached_tokens is not None:
+            self.cached_tokens += reply.cached_tokens
+            self.cache_reports += 1
+        if reply.first_byte_s is not None:
+            self.streamed += 1
 
 
 class Runner:
@@ -121,11 +129,6 @@ class Runner:
             await self._one(unit)
             self.bar.update(1)
 
-    def _delay(self, attempt: int, error: TeacherError) -> float:
-        if error.retry_after is not None:
-            return min(error.retry_after, MAX_RETRY_AFTER_S)
-        return random.uniform(0.5, 1.0) * min(MAX_BACKOFF_S, self.backoff * 2**attempt)
-
     async def _request(self, unit: Unit) -> dict | None:
         """The request to send: with the image's data URL in VLM mode (None when the image is bad)."""
         if unit.info.file is None:
@@ -189,7 +192,7 @@ class Runner:
                     self.stats.failed += 1
                     return None
                 self.stats.retries += 1
-                await asyncio.sleep(self._delay(attempt, error))
+                await asyncio.sleep(retry_delay(attempt, error, self.backoff))
                 continue
             if reply is not None:
                 self._record(unit, reply, attempt + 1)
@@ -235,12 +238,4 @@ class Runner:
             self._commit()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(GROUP_S, self._commit)
-        stats = self.stats
-        stats.answered += 1
-        stats.prompt_tokens += reply.prompt_tokens
-        stats.completion_tokens += reply.completion_tokens
-        if reply.cached_tokens is not None:
-            stats.cached_tokens += reply.cached_tokens
-            stats.cache_reports += 1
-        if reply.first_byte_s is not None:
-            stats.streamed += 1
+        self.stats.add_reply(reply)

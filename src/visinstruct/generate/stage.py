@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..core.ahead import read_ahead
 from ..core.deps import require
 from ..core.errors import UserError
 from ..core.io import RecordWriter, check_paths, output_format
@@ -343,7 +344,8 @@ def generate_scenes(scenes: Iterable[Scene] | Callable[[], Iterable[Scene]], tea
                     opts: GenerateOptions, stream: TextIO = sys.stderr) -> Summary:
     """Run (or resume) generation over `scenes` (or a function that opens them) and write the output.
 
-    Scenes, units and requests stream: memory holds FEED units and the requests in flight, not the input.
+    Scenes, units and requests stream: memory holds up to 4 x FEED units and the requests in flight, not the
+    input (units are made in a thread ahead of the requests).
     """
     counter = TokenCounter(opts.tokenizer) if opts.tokenizer else None
     source = _scene_stream(scenes, opts)
@@ -357,7 +359,8 @@ def generate_scenes(scenes: Iterable[Scene] | Callable[[], Iterable[Scene]], tea
     ledgers = [Ledger(opts.ledger_path)]
     ledgers += [Ledger(path) for path in ledger_paths(opts.ledger_path) if path != opts.ledger_path]
     try:
-        return _generate(itertools.chain([first], fed), ledgers, teacher, opts)
+        # the next chunks are made in a thread (VLM units hash their image) while requests are out
+        return _generate(itertools.chain([first], read_ahead(fed)), ledgers, teacher, opts)
     finally:
         for db in ledgers:
             db.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,6 +39,17 @@ class TeacherError(Exception):
         self.overload = overload or timed_out
         self.timed_out = timed_out
         self.raised_timeout = raised_timeout
+
+
+MAX_BACKOFF_S = 60.0  # the longest wait between two attempts when the server names none
+MAX_RETRY_AFTER_S = 600.0  # the longest Retry-After honoured
+
+
+def retry_delay(attempt: int, error: TeacherError, backoff: float) -> float:
+    """Seconds to wait before attempt `attempt + 1`: the server's Retry-After, else jittered exponential."""
+    if error.retry_after is not None:
+        return min(error.retry_after, MAX_RETRY_AFTER_S)
+    return random.uniform(0.5, 1.0) * min(MAX_BACKOFF_S, backoff * 2**attempt)
 
 
 class KeyRefused(TeacherError):
