@@ -148,7 +148,7 @@ def test_compact_ledger_rebuilds_requests_and_reads_a_first_format_ledger(tmp_pa
         db.execute(V1_SCHEMA)
         db.executemany("INSERT INTO units VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, 1, 0)",
                        [(k, u, s, orjson.dumps(requests[k]).decode(), r, f, p, c) for k, u, s, r, f, p, c in rows])
-    sent = len(teacher.server.received)
+    sent, old_size = len(teacher.server.received), old.stat().st_size
     again = run_cli(*args[:4], str(tmp_path / "again.json"), *args[5:], "--ledger", str(old))
     assert again.returncode == 0, again.stderr
     assert "converting" in again.stderr and "from ledger: 90" in again.stderr
@@ -156,6 +156,7 @@ def test_compact_ledger_rebuilds_requests_and_reads_a_first_format_ledger(tmp_pa
     assert read_records(tmp_path / "again.json") == read_records(out)
     with sqlite3.connect(old) as db:
         assert "request" not in {row[1] for row in db.execute("PRAGMA table_info(units)")}
+    assert old.stat().st_size < old_size / 2  # vacuumed: the full requests' pages are given back
 
 
 def test_units_go_out_grouped_by_prompt_prefix_and_cached_tokens_are_kept(tmp_path: Path) -> None:

@@ -329,7 +329,8 @@ def _columns(db: sqlite3.Connection, table: str) -> set[str]:
 
 
 def _upgrade(db: sqlite3.Connection, path: Path) -> None:
-    """Convert a first-format ledger (a full request per row) to the compact one, in one transaction."""
+    """Convert a first-format ledger (a full request per row) to the compact one, in one transaction, then
+    VACUUM it."""
     print(f"generate: converting {path} to the compact ledger format (once)", file=sys.stderr, flush=True)
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -352,6 +353,11 @@ def _upgrade(db: sqlite3.Connection, path: Path) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
+    before = path.stat().st_size
+    db.execute("VACUUM")  # give back the pages the full requests took (a copy of what is left, once)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    print(f"generate: {path} converted: {before / 1e6:,.1f} MB → {path.stat().st_size / 1e6:,.1f} MB",
+          file=sys.stderr, flush=True)
 
 
 def shard_path(ledger: Path, rank: int, shards: int) -> Path:
