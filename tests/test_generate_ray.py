@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -79,6 +80,7 @@ def test_ray_output_matches_local_and_resumes_from_either(tmp_path: Path, teache
     assert shards == ["out.json.ledger.sqlite.shard-00000-of-00002.sqlite",
                       "out.json.ledger.sqlite.shard-00001-of-00002.sqlite"]
     assert not list((tmp_path / "ray").glob("*.pid"))  # removed when a shard is done
+    assert not list((tmp_path / "ray").glob("*.todo"))  # the shards' unit files, removed when the run ends
     # re-runs send nothing: ray after ray (shard ledgers, even with another --workers), ray after local (main ledger)
     again = run_cli("generate", *common, "--out", str(ray_out), "--executor", "ray", "--workers", "3")
     after_local = run_cli("generate", *common, "--out", str(local_out), "--executor", "ray", "--workers", "2")
@@ -154,3 +156,30 @@ def test_an_actor_that_keeps_dying_is_a_one_line_error(tmp_path: Path) -> None:
     assert last.startswith("visinstruct: error: ledger shard out.json.ledger.sqlite.shard-00000-of-00001.sqlite: "
                            "its Ray actor died 4 times"), stderr
     assert "Traceback" not in stderr
+
+
+def test_units_stream_to_shard_files_with_each_prompt_pack_written_once_per_spill(tmp_path: Path) -> None:
+    """The driver holds no list of units: they stream into one file per shard, read back in the same order."""
+    from conftest import make_caps_boxes
+    from visinstruct.generate.distributed import SPILL, Spill, read_spill, shard_of, spill_path
+    from visinstruct.generate.tasks import resolve
+    from visinstruct.generate.units import Sampling, make_units
+    from visinstruct.sources.coco import load_caps_boxes
+
+    scenes = load_caps_boxes(make_caps_boxes(tmp_path / "caps.jsonl", 400))
+    tasks = resolve(["conversation", "detail_description"], "text")
+    units = list(make_units(scenes, tasks, "en", 1, "m", Sampling(None, None, 64)))
+    paths = {rank: tmp_path / f"shard-{rank}.sqlite" for rank in range(3)}
+    spill = Spill(paths)
+    spill.write(iter(units))
+    spill.close()
+    back = {rank: list(read_spill(spill_path(path))) for rank, path in paths.items()}
+    assert sum(spill.counts.values()) == len(units) == 800
+    for rank, got in back.items():
+        assert [u.key for u in got] == [u.key for u in units if shard_of(u, 3) == rank]
+        assert [u.request for u in got] == [u.request for u in units if shard_of(u, 3) == rank]
+    alone = sum(len(pickle.dumps(u, protocol=5)) for u in units)  # each unit with its own copy of the pack
+    spilled = sum(spill_path(path).stat().st_size for path in paths.values())
+    assert SPILL >= 100 and spilled < alone / 3, (spilled, alone)
+    spill.remove()
+    assert not list(tmp_path.glob("*.todo"))

@@ -20,9 +20,11 @@ Design:
   counts what the shard ledger gained this run); retries of a dead actor count as of its last progress
   report (at most POLL_S old).
 - Resume: units answered in the main ledger (a local run) or in any shard file (of any `--workers`) are
-  never sent (generate/stage.py looks them up as the units stream by); the units left to send are held in
-  the driver as one list, split by shard; the output is assembled in the driver from all of those ledgers,
-  in unit order, by `finish`.
+  never sent (generate/stage.py looks them up as the units stream by). The units left to send stream into
+  one file per shard beside its ledger, `<shard>.todo` (pickled, SPILL units per pickle memo, so a prompt
+  pack is written once per SPILL units), which its actor (and a restarted one) reads back in chunks: neither
+  the driver nor an actor holds the shard's units. The files are removed when the run ends. The output is
+  assembled in the driver from all of those ledgers, in unit order, by `finish`.
 - Errors: a UserError inside an actor comes back as its message and is raised in the driver as a UserError.
 - Resources: an actor takes one CPU (a local Ray gets `max(2, workers)`); on a smaller cluster the extra
   shards wait for a CPU and start as others finish. On a cluster (`--ray-address`) every node needs
@@ -37,8 +39,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import socket
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -51,7 +55,7 @@ from ..core.io import remove_quietly, write_bytes
 from ..core.report import Progress
 from ..exec.ray import start_ray
 from ..teachers.factory import TeacherConfig
-from .ledger import Ledger, shard_path
+from .ledger import CHUNK, Ledger, chunks, shard_path
 from .limits import Limits
 from .runner import Runner, RunStats
 from .stage import GenerateOptions
@@ -59,11 +63,56 @@ from .units import Unit
 
 MAX_RESTARTS = 3
 POLL_S = 1.0
+SPILL = 1000  # units per pickle memo in a shard's todo file
 
 
 def shard_of(unit: Unit, shards: int) -> int:
     """The unit's shard: a stable hash of its key."""
     return int(unit.key[:8], 16) % shards
+
+
+def spill_path(shard: Path) -> Path:
+    """The file holding the units a shard is to send, beside its ledger."""
+    return shard.with_name(shard.name + ".todo")
+
+
+class Spill:
+    """The units of each shard written to its todo file as they stream by (see the module docstring)."""
+
+    def __init__(self, paths: dict[int, Path]) -> None:
+        self.paths = paths
+        self.files = {rank: spill_path(path).open("wb") for rank, path in paths.items()}
+        self.picklers = {rank: pickle.Pickler(handle, protocol=5) for rank, handle in self.files.items()}
+        self.counts = dict.fromkeys(paths, 0)
+
+    def write(self, units: Iterable[Unit]) -> None:
+        workers = len(self.paths)
+        for unit in units:
+            rank = shard_of(unit, workers)
+            if self.counts[rank] % SPILL == 0:
+                self.picklers[rank].clear_memo()
+            self.picklers[rank].dump(unit)
+            self.counts[rank] += 1
+
+    def close(self) -> None:
+        for handle in self.files.values():
+            handle.close()
+
+    def remove(self) -> None:
+        self.close()
+        for path in self.paths.values():
+            remove_quietly(spill_path(path))
+
+
+def read_spill(path: Path) -> Iterator[Unit]:
+    """The units of a shard's todo file, in the order written."""
+    with path.open("rb") as handle:
+        unpickler = pickle.Unpickler(handle)
+        while True:
+            try:
+                yield unpickler.load()
+            except EOFError:
+                return
 
 
 def _add(total: RunStats, more: dict[str, int] | RunStats) -> None:
@@ -82,10 +131,10 @@ class ShardWorker:
         self.recovered = RunStats()  # answered this run by an earlier actor of this shard that died
         self.runner: Runner | None = None
 
-    async def run(self, units: list[Unit]) -> dict[str, Any]:
-        """Answer every unit not yet answered in the shard; {"stats": ...} or {"error": one line}."""
+    async def run(self, todo: str) -> dict[str, Any]:
+        """Answer every unit of the todo file not yet answered in the shard; {"stats": ...} or {"error": ...}."""
         try:
-            return {"stats": asdict(await self._run(units))}
+            return {"stats": asdict(await self._run(Path(todo)))}
         except UserError as exc:
             return {"error": str(exc)}
 
@@ -97,7 +146,21 @@ class ShardWorker:
             _add(total, self.runner.stats)
         return asdict(total)
 
-    async def _run(self, units: list[Unit]) -> RunStats:
+    def _unanswered(self, ledger: Ledger, todo: Path) -> Iterator[Unit]:
+        """The todo file's units not answered in the shard ledger; those answered (by an earlier actor of
+        this shard that died) are counted as recovered."""
+        for chunk in chunks(read_spill(todo), CHUNK):
+            entries = ledger.entries([unit.key for unit in chunk])
+            for unit in chunk:
+                entry = entries.get(unit.key)
+                if entry is None or entry.status != "answered":
+                    yield unit
+                    continue
+                self.recovered.answered += 1
+                self.recovered.prompt_tokens += entry.prompt_tokens
+                self.recovered.completion_tokens += entry.completion_tokens
+
+    async def _run(self, todo: Path) -> RunStats:
         if not self.path.exists():
             raise UserError(f"ledger shard {self.path} is not visible on Ray node {socket.gethostname()}: "
                             "on a cluster the ledger (--ledger) must be on a filesystem that every node shares")
@@ -105,21 +168,11 @@ class ShardWorker:
         write_bytes(pid_file, f"{os.getpid()}\n".encode(), fsync=False)
         ledger = Ledger(self.path)
         try:
-            answered = ledger.answered_keys()
-            todo = []
-            for unit in units:
-                entry = ledger.get(unit.key) if unit.key in answered else None
-                if entry is None:
-                    todo.append(unit)
-                    continue
-                self.recovered.answered += 1
-                self.recovered.prompt_tokens += entry.prompt_tokens
-                self.recovered.completion_tokens += entry.completion_tokens
             client = self.teacher.build()
             try:
                 self.runner = Runner(client, ledger, Limits(self.rpm, self.tpm), self.teacher.concurrency,
                                      self.retries, self.backoff, progress=False)
-                stats = await self.runner.run(todo)
+                stats = await self.runner.run(self._unanswered(ledger, todo))
             finally:
                 await client.close()
         finally:
@@ -137,7 +190,7 @@ class _Shard:
 
     rank: int
     path: Path
-    units: Any  # an ObjectRef to the shard's units, sent again to a restarted actor
+    todo: Path  # the file of the shard's units, read again by a restarted actor
     actor: Any = None
     result: Any = None  # ObjectRef of actor.run
     poll: Any = None  # ObjectRef of actor.progress, while one is out
@@ -161,7 +214,7 @@ class _Driver:
     def _start(self, shard: _Shard) -> None:
         shard.actor = self.actor_class.remote(
             self.teacher, str(shard.path), *self.limits, self.opts.retries, self.opts.backoff)
-        shard.result = shard.actor.run.remote(shard.units)
+        shard.result = shard.actor.run.remote(str(shard.todo))
         shard.poll = None
 
     def _restart(self, shard: _Shard, error: Exception) -> None:
@@ -236,24 +289,29 @@ class _Driver:
         return total
 
 
-def run_on_ray(todo: list[Unit], teacher: TeacherConfig, opts: GenerateOptions) -> RunStats:
+def run_on_ray(todo: Iterable[Unit], teacher: TeacherConfig, opts: GenerateOptions) -> RunStats:
     """Answer the units not yet answered on Ray actors, one ledger shard each (the driver writes the output)."""
-    if not todo:
-        return RunStats()
-    return _run_shards(todo, teacher, opts, max(1, opts.workers))
+    workers = max(1, opts.workers)
+    paths = {rank: shard_path(opts.ledger_path, rank, workers) for rank in range(workers)}
+    spill = Spill(paths)
+    try:
+        spill.write(todo)
+        spill.close()
+        ranks = [rank for rank in sorted(paths) if spill.counts[rank]]
+        if not ranks:
+            return RunStats()
+        for rank in ranks:  # created here, so an actor can tell a shared filesystem from a node's own
+            Ledger(paths[rank]).close()
+        return _run_shards([_Shard(rank, paths[rank], spill_path(paths[rank])) for rank in ranks],
+                           sum(spill.counts.values()), teacher, opts)
+    finally:
+        spill.remove()
 
 
-def _run_shards(todo: list[Unit], teacher: TeacherConfig, opts: GenerateOptions, workers: int) -> RunStats:
-    by_rank: dict[int, list[Unit]] = {}
-    for unit in todo:
-        by_rank.setdefault(shard_of(unit, workers), []).append(unit)
-    paths = {rank: shard_path(opts.ledger_path, rank, workers) for rank in by_rank}
-    for path in paths.values():  # created here, so an actor can tell a shared filesystem from a node's own
-        Ledger(path).close()
+def _run_shards(shards: list[_Shard], total: int, teacher: TeacherConfig, opts: GenerateOptions) -> RunStats:
     owns = start_ray(opts.workers, opts.ray_address)  # True: started here, so stopped here
     try:
-        shards = [_Shard(rank, paths[rank], ray.put(by_rank[rank])) for rank in sorted(by_rank)]
-        with Progress("generate", total=len(todo), enabled=opts.progress, unit="req") as progress:
+        with Progress("generate", total=total, enabled=opts.progress, unit="req") as progress:
             return _Driver(shards, teacher, opts, progress).run()
     finally:
         if owns:

@@ -402,7 +402,7 @@ def _generate(chunked: Iterable[list[Unit]], ledgers: list[Ledger], teacher: Tea
     elif opts.executor == "ray":
         from .distributed import run_on_ray
 
-        summary.run = run_on_ray(list(todo), teacher, opts)
+        summary.run = run_on_ray(todo, teacher, opts)
         known = {db.path for db in ledgers}  # the shard files this run made are read for the output too
         ledgers += [Ledger(path) for path in ledger_paths(opts.ledger_path) if path not in known]
     else:
