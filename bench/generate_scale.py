@@ -88,6 +88,8 @@ def generate(caps: Path, out: Path, base_url: str, extra: list[str]) -> list[str
 
 def bench_size(caps: Path, units: int, work: Path, label: str, src: Path, real: bool, base_url: str,
                dry_run: bool = True) -> None:
+    for stale in work.glob(f"{label}-{units}[.-]*"):  # a run left by an earlier bench would resume
+        stale.unlink()
     if dry_run:
         dry = run(generate(caps, work / f"{label}-{units}-dry.jsonl", base_url, ["--dry-run"]), src)
         print(f"| {label} | dry run | {units:,} | {dry['wall']:.1f} | {units / dry['wall']:,.0f} | "
@@ -118,7 +120,8 @@ def main() -> None:
     for units in sorted(args.sizes):  # one file per size: each run reads all of its input
         files[units] = work / f"caps-{units}.jsonl"
         started = time.perf_counter()
-        make_caps(files[units], units // 3)
+        if not files[units].exists():  # the same content every time: a --work folder's file is reused
+            make_caps(files[units], units // 3)
         print(f"caps-boxes for {units:,} units: {units // 3:,} images, {files[units].stat().st_size / 1e6:,.0f} MB "
               f"({time.perf_counter() - started:.0f} s); scratch {work}", flush=True)
     server, base_url = start_server()
