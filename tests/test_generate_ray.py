@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -161,25 +162,31 @@ def test_an_actor_that_keeps_dying_is_a_one_line_error(tmp_path: Path) -> None:
 def test_units_stream_to_shard_files_with_each_prompt_pack_written_once_per_spill(tmp_path: Path) -> None:
     """The driver holds no list of units: they stream into one file per shard, read back in the same order."""
     from conftest import make_caps_boxes
-    from visinstruct.generate.distributed import SPILL, Spill, read_spill, shard_of, spill_path
+    from visinstruct.generate.distributed import SPILL, read_spill, shard_of, spill, spill_path
     from visinstruct.generate.tasks import resolve
-    from visinstruct.generate.units import Sampling, make_units
+    from visinstruct.generate.units import Sampling, Unit, make_units
     from visinstruct.sources.coco import load_caps_boxes
 
     scenes = load_caps_boxes(make_caps_boxes(tmp_path / "caps.jsonl", 400))
     tasks = resolve(["conversation", "detail_description"], "text")
     units = list(make_units(scenes, tasks, "en", 1, "m", Sampling(None, None, 64)))
     paths = {rank: tmp_path / f"shard-{rank}.sqlite" for rank in range(3)}
-    spill = Spill(paths)
-    spill.write(iter(units))
-    spill.close()
+    counts = spill(iter(units), paths)
     back = {rank: list(read_spill(spill_path(path))) for rank, path in paths.items()}
-    assert sum(spill.counts.values()) == len(units) == 800
+    assert sum(counts.values()) == len(units) == 800
     for rank, got in back.items():
         assert [u.key for u in got] == [u.key for u in units if shard_of(u, 3) == rank]
         assert [u.request for u in got] == [u.request for u in units if shard_of(u, 3) == rank]
     alone = sum(len(pickle.dumps(u, protocol=5)) for u in units)  # each unit with its own copy of the pack
     spilled = sum(spill_path(path).stat().st_size for path in paths.values())
     assert SPILL >= 100 and spilled < alone / 3, (spilled, alone)
-    spill.remove()
-    assert not list(tmp_path.glob("*.todo"))
+
+    def broken() -> Iterator[Unit]:
+        yield from units[:10]
+        raise ValueError("line 11: not JSON")
+
+    for path in paths.values():
+        spill_path(path).unlink()
+    with pytest.raises(ValueError):
+        spill(broken(), paths)
+    assert not list(tmp_path.glob("*.todo*")) and not list(tmp_path.glob(".*.tmp"))  # nothing left behind

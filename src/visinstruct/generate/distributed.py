@@ -51,7 +51,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from ..core.errors import UserError
-from ..core.io import remove_quietly, write_bytes
+from ..core.io import AtomicFile, remove_quietly, write_bytes
 from ..core.report import Progress
 from ..exec.ray import start_ray
 from ..teachers.factory import TeacherConfig
@@ -76,32 +76,20 @@ def spill_path(shard: Path) -> Path:
     return shard.with_name(shard.name + ".todo")
 
 
-class Spill:
-    """The units of each shard written to its todo file as they stream by (see the module docstring)."""
-
-    def __init__(self, paths: dict[int, Path]) -> None:
-        self.paths = paths
-        self.files = {rank: spill_path(path).open("wb") for rank, path in paths.items()}
-        self.picklers = {rank: pickle.Pickler(handle, protocol=5) for rank, handle in self.files.items()}
-        self.counts = dict.fromkeys(paths, 0)
-
-    def write(self, units: Iterable[Unit]) -> None:
-        workers = len(self.paths)
+def spill(units: Iterable[Unit], paths: dict[int, Path]) -> dict[int, int]:
+    """Write each shard's units to its todo file as they stream by; how many each got. On an error no todo
+    file is left (each is written under a temporary name)."""
+    counts = dict.fromkeys(paths, 0)
+    with contextlib.ExitStack() as stack:
+        picklers = {rank: pickle.Pickler(stack.enter_context(AtomicFile(spill_path(path), fsync=False)), protocol=5)
+                    for rank, path in paths.items()}
         for unit in units:
-            rank = shard_of(unit, workers)
-            if self.counts[rank] % SPILL == 0:
-                self.picklers[rank].clear_memo()
-            self.picklers[rank].dump(unit)
-            self.counts[rank] += 1
-
-    def close(self) -> None:
-        for handle in self.files.values():
-            handle.close()
-
-    def remove(self) -> None:
-        self.close()
-        for path in self.paths.values():
-            remove_quietly(spill_path(path))
+            rank = shard_of(unit, len(paths))
+            if counts[rank] % SPILL == 0:
+                picklers[rank].clear_memo()
+            picklers[rank].dump(unit)
+            counts[rank] += 1
+    return counts
 
 
 def read_spill(path: Path) -> Iterator[Unit]:
@@ -293,19 +281,18 @@ def run_on_ray(todo: Iterable[Unit], teacher: TeacherConfig, opts: GenerateOptio
     """Answer the units not yet answered on Ray actors, one ledger shard each (the driver writes the output)."""
     workers = max(1, opts.workers)
     paths = {rank: shard_path(opts.ledger_path, rank, workers) for rank in range(workers)}
-    spill = Spill(paths)
+    counts = spill(todo, paths)
     try:
-        spill.write(todo)
-        spill.close()
-        ranks = [rank for rank in sorted(paths) if spill.counts[rank]]
+        ranks = [rank for rank in sorted(paths) if counts[rank]]
         if not ranks:
             return RunStats()
         for rank in ranks:  # created here, so an actor can tell a shared filesystem from a node's own
             Ledger(paths[rank]).close()
         return _run_shards([_Shard(rank, paths[rank], spill_path(paths[rank])) for rank in ranks],
-                           sum(spill.counts.values()), teacher, opts)
+                           sum(counts.values()), teacher, opts)
     finally:
-        spill.remove()
+        for path in paths.values():
+            remove_quietly(spill_path(path))
 
 
 def _run_shards(shards: list[_Shard], total: int, teacher: TeacherConfig, opts: GenerateOptions) -> RunStats:
