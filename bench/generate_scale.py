@@ -32,8 +32,10 @@ CATEGORIES = ("person", "dog", "car", "chair", "bus", "kite", "cup", "bench", "b
 
 
 def make_caps(path: Path, images: int) -> None:
-    """A caps-boxes file of `images` lines, varied enough that every unit's scene text differs."""
-    with path.open("wb") as out:
+    """A caps-boxes file of `images` lines, varied enough that every unit's scene text differs (written under a
+    temporary name, then renamed: a killed bench leaves no short file for the next to reuse)."""
+    part = path.with_name(path.name + ".part")
+    with part.open("wb") as out:
         for i in range(images):
             captions = [" ".join(WORDS[(i * 7 + j * 3 + k) % len(WORDS)] for k in range(9)) + f" {i}"
                         for j in range(5)]
@@ -44,6 +46,7 @@ def make_caps(path: Path, images: int) -> None:
                               "bbox": [x, y, round(x + 0.3, 3), round(y + 0.25, 3)]})
             out.write(orjson.dumps({"id": f"{i:012d}", "image": f"train/{i:012d}.jpg", "captions": captions,
                                     "instances": boxes}) + b"\n")
+    part.replace(path)
 
 
 def run(cmd: list[str], src: Path) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -293,3 +294,57 @@ def test_a_bad_line_past_the_first_chunks_stops_with_one_line_after_storing_answ
     assert not set(log.read_text().splitlines()[asked:]) & answered
     ids = [r["id"] for r in read_records(out)]
     assert len(ids) == len(set(ids))
+
+
+def test_a_ledger_that_cannot_be_written_stops_the_run_in_one_line_and_the_rerun_completes(tmp_path: Path) -> None:
+    """A file size limit makes the ledger's commit fail mid-run (as a full disk would): one line, exit 2, no
+    line in the .jsonl the ledger does not vouch for; the re-run ends with every unit exactly once."""
+    caps = make_caps_boxes(tmp_path / "caps.jsonl", 300)
+    log = tmp_path / "requests.log"
+    server, base_url = start_server_process(log, latency=0.0)
+    out = tmp_path / "out.jsonl"
+    cmd = _generate(caps, out, base_url)
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
+
+    try:
+        first = subprocess.run(cmd, capture_output=True, text=True, timeout=120, preexec_fn=limited)
+        answered = answered_keys(tmp_path / "out.jsonl.ledger.sqlite")
+        asked = len(log.read_text().splitlines())
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    finally:
+        server.kill()
+        server.wait()
+    assert first.returncode == 2 and len(first.stderr.strip().splitlines()) == 1, first.stderr
+    assert "cannot write the ledger" in first.stderr and "Traceback" not in first.stderr
+    assert 0 < len(answered) < 900
+    assert second.returncode == 0, second.stderr
+    assert not set(log.read_text().splitlines()[asked:]) & answered  # nothing committed is asked again
+    ids = [r["id"] for r in read_records(out)]
+    assert len(ids) == len(set(ids)) == 900 - len(read_records(tmp_path / "out.rejects.jsonl"))
+
+
+def test_line_appender_stops_after_a_failed_or_misplaced_write(tmp_path: Path) -> None:
+    from visinstruct.core.errors import UserError
+    from visinstruct.core.io import LineAppender
+
+    path = tmp_path / "out.jsonl"
+    lines = LineAppender(path, 0)
+    first, second = lines.encode([{"a": 1}]), lines.encode([{"b": 2}])
+    ends = lines.promise(len(first)), lines.promise(len(second))
+    assert lines.write(first, ends[0]) == ends[0]
+    with pytest.raises(UserError, match="out of step"):  # a unit's lines would not end where the ledger says
+        lines.write(first, ends[0])
+    with pytest.raises(UserError, match="out of step"):  # and nothing is written after that
+        lines.write(second, ends[1])
+    lines.close()
+    assert path.read_bytes() == first
+    folder = tmp_path / "taken"
+    folder.mkdir()
+    broken = LineAppender(folder, 0)
+    with pytest.raises(UserError, match="cannot write"):
+        broken.write(first)
+    with pytest.raises(UserError, match="cannot write"):
+        broken.write(second)

@@ -20,22 +20,27 @@ class _Raised:
 
 
 def read_ahead(items: Iterable[T], depth: int = 1) -> Iterator[T]:
-    """The items of `items`, made in a daemon thread at most `depth` items ahead of the caller.
+    """The items of `items`, made in a daemon thread: `depth` made items wait, and the thread makes the next.
 
     An exception raised while making an item is raised to the caller at that item. Closing the iterator
-    (or dropping it) stops the thread after the item it is making.
+    (or dropping it) stops the thread after the item it is making (and closes `items` when it is a generator).
     """
     slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def produce() -> None:
+        source = iter(items)
         try:
-            for item in items:
+            for item in source:
                 if not _put(slots, item, stop):
                     return
-        except BaseException as error:
+        except BaseException as error:  # handed over: raised in the caller's thread
             _put(slots, _Raised(error), stop)
             return
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:  # a generator: its files are closed in this thread, which ran it
+                close()
         _put(slots, _END, stop)
 
     thread = threading.Thread(target=produce, name="visinstruct-read-ahead", daemon=True)

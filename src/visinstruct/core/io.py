@@ -201,6 +201,7 @@ class LineAppender:
     def __init__(self, path: Path, keep: int) -> None:
         self.path, self.keep, self.fd = path, keep, -1
         self.end = self.promised = keep  # bytes written; bytes written once the promised lines are
+        self.broken: str | None = None  # why writing stopped
 
     def promise(self, size: int) -> int:
         """The file's size once `size` more bytes are written after those promised before (written later)."""
@@ -216,8 +217,16 @@ class LineAppender:
         """Write these records as lines; returns the file's size after them."""
         return self.write(self.encode(records))
 
-    def write(self, data: bytes) -> int:
-        """Write encoded lines (see `encode`); returns the file's size after them."""
+    def write(self, data: bytes, expect: int | None = None) -> int:
+        """Write encoded lines (see `encode`); returns the file's size after them. `expect`: the size they were
+        promised to end at. After a failed write nothing more is written (the file may end in a torn line,
+        which the ledger does not vouch for)."""
+        if self.broken is not None:
+            raise UserError(self.broken)
+        if expect is not None and self.end + len(data) != expect:
+            self.broken = (f"{self.path}: lines out of step with the ledger (at {self.end:,} bytes, expected to "
+                           f"end at {expect:,}); what was answered is in the ledger: re-run to continue")
+            raise UserError(self.broken)
         try:
             if self.fd < 0:
                 self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -227,8 +236,9 @@ class LineAppender:
             while view:
                 view = view[os.write(self.fd, view):]
         except OSError as exc:
-            raise UserError(f"{self.path}: cannot write ({exc.strerror or exc}); what was answered is in the "
-                            "ledger: re-run to continue") from None
+            self.broken = (f"{self.path}: cannot write ({exc.strerror or exc}); what was answered is in the "
+                           "ledger: re-run to continue")
+            raise UserError(self.broken) from None
         self.end += len(data)
         self.promised = max(self.promised, self.end)
         return self.end

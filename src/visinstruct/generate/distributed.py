@@ -16,13 +16,14 @@ Design:
 - A killed worker: the driver sees `RayActorError` on the shard's result, starts a new actor for that shard
   (at most MAX_RESTARTS times, then a one-line UserError) and sends it the same units; the new actor skips
   every unit its ledger shard already holds as answered, so only the requests in flight at the kill (at most
-  the per-actor concurrency) are paid twice. Run stats stay exact for answers and tokens (the new actor
+  the per-actor concurrency) and the answers not yet committed (those of the last ~0.1 s, see runner.py)
+  are paid twice. Run stats stay exact for answers and tokens (the new actor
   counts what the shard ledger gained this run); retries of a dead actor count as of its last progress
   report (at most POLL_S old).
 - Resume: units answered in the main ledger (a local run) or in any shard file (of any `--workers`) are
   never sent (generate/stage.py looks them up as the units stream by). The units left to send stream into
-  one file per shard beside its ledger, `<shard>.todo` (pickled, SPILL units per pickle memo, so a prompt
-  pack is written once per SPILL units), which its actor (and a restarted one) reads back in chunks: neither
+  one file per shard beside its ledger, `<shard>.todo` (SPILL units per pickle, so a prompt pack is
+  written once per SPILL units), which its actor (and a restarted one) reads back in chunks: neither
   the driver nor an actor holds the shard's units. The files are removed when the run ends. The output is
   assembled in the driver from all of those ledgers, in unit order, by `finish`.
 - Errors: a UserError inside an actor comes back as its message and is raised in the driver as a UserError.
@@ -63,7 +64,7 @@ from .units import Unit
 
 MAX_RESTARTS = 3
 POLL_S = 1.0
-SPILL = 1000  # units per pickle memo in a shard's todo file
+SPILL = 1000  # units per pickle in a shard's todo file
 
 
 def shard_of(unit: Unit, shards: int) -> int:
@@ -77,30 +78,35 @@ def spill_path(shard: Path) -> Path:
 
 
 def spill(units: Iterable[Unit], paths: dict[int, Path]) -> dict[int, int]:
-    """Write each shard's units to its todo file as they stream by; how many each got. On an error no todo
-    file is left (each is written under a temporary name)."""
+    """Write each shard's units to its todo file as they stream by, SPILL units per pickle (objects they share,
+    such as the prompt pack, are written once per pickle); how many each shard got. On an error no todo file
+    is left (each is written under a temporary name)."""
     counts = dict.fromkeys(paths, 0)
     with contextlib.ExitStack() as stack:
-        picklers = {rank: pickle.Pickler(stack.enter_context(AtomicFile(spill_path(path), fsync=False)), protocol=5)
-                    for rank, path in paths.items()}
+        files = {rank: stack.enter_context(AtomicFile(spill_path(path))) for rank, path in paths.items()}
+        blocks: dict[int, list[Unit]] = {rank: [] for rank in paths}
         for unit in units:
             rank = shard_of(unit, len(paths))
-            if counts[rank] % SPILL == 0:
-                picklers[rank].clear_memo()
-            picklers[rank].dump(unit)
+            blocks[rank].append(unit)
             counts[rank] += 1
+            if len(blocks[rank]) == SPILL:
+                pickle.dump(blocks[rank], files[rank], protocol=5)
+                blocks[rank] = []
+        for rank, block in blocks.items():
+            if block:
+                pickle.dump(block, files[rank], protocol=5)
     return counts
 
 
 def read_spill(path: Path) -> Iterator[Unit]:
     """The units of a shard's todo file, in the order written."""
     with path.open("rb") as handle:
-        unpickler = pickle.Unpickler(handle)
         while True:
             try:
-                yield unpickler.load()
+                block = pickle.load(handle)
             except EOFError:
                 return
+            yield from block
 
 
 def _add(total: RunStats, more: dict[str, int] | RunStats) -> None:
@@ -281,8 +287,8 @@ def run_on_ray(todo: Iterable[Unit], teacher: TeacherConfig, opts: GenerateOptio
     """Answer the units not yet answered on Ray actors, one ledger shard each (the driver writes the output)."""
     workers = max(1, opts.workers)
     paths = {rank: shard_path(opts.ledger_path, rank, workers) for rank in range(workers)}
-    counts = spill(todo, paths)
     try:
+        counts = spill(todo, paths)
         ranks = [rank for rank in sorted(paths) if counts[rank]]
         if not ranks:
             return RunStats()

@@ -152,7 +152,15 @@ class Ledger:
     def commit(self) -> None:
         """Commit what `hold` kept open (nothing when no transaction is open)."""
         if self.db.in_transaction:
-            self.db.execute("COMMIT")
+            self._write("COMMIT", ())
+
+    def _write(self, sql: str, params: tuple) -> None:
+        """One statement that writes; a full disk or an I/O error is a one-line UserError."""
+        try:
+            self.db.execute(sql, params)
+        except sqlite3.OperationalError as exc:
+            raise UserError(f"{self.path}: cannot write the ledger ({exc}); what was committed before is kept: "
+                            "re-run to continue") from None
 
     def record_answer(self, key: str, unit_id: str, request: dict, reply: str, finish_reason: str | None,
                       prompt_tokens: int, completion_tokens: int, attempts: int,
@@ -170,7 +178,7 @@ class Ledger:
                 finish_reason: str | None, prompt_tokens: int, completion_tokens: int, cached: int | None,
                 reason: str | None, attempts: int, out: tuple[int | None, int | None]) -> None:
         pid, last, seed = self._pack(request)
-        self.db.execute(
+        self._write(
             "INSERT OR REPLACE INTO units (key, unit_id, status, prefix, last, seed, reply, finish_reason, "
             "prompt_tokens, completion_tokens, cached_tokens, reason, attempts, updated, out_end, records) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -256,7 +264,8 @@ class Ledger:
     # ---- batches (generate --batch) ---------------------------------------------------------------------
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error."""
+        """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error (not inside `hold`: batch mode never holds)."""
+        assert not self.db.in_transaction, "a ledger transaction inside another"
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -332,6 +341,7 @@ def _upgrade(db: sqlite3.Connection, path: Path) -> None:
     """Convert a first-format ledger (a full request per row) to the compact one, in one transaction, then
     VACUUM it."""
     print(f"generate: converting {path} to the compact ledger format (once)", file=sys.stderr, flush=True)
+    before = _size(path)
     db.execute("BEGIN IMMEDIATE")
     try:
         db.execute("ALTER TABLE units RENAME TO units_v1")
@@ -353,11 +363,20 @@ def _upgrade(db: sqlite3.Connection, path: Path) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    before = path.stat().st_size
-    db.execute("VACUUM")  # give back the pages the full requests took (a copy of what is left, once)
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    print(f"generate: {path} converted: {before / 1e6:,.1f} MB → {path.stat().st_size / 1e6:,.1f} MB",
+    try:  # give back the pages the full requests took (VACUUM copies what is left, once)
+        db.execute("VACUUM")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error as exc:  # converted already: the file just stays larger than it needs to be
+        print(f"warning: {path}: converted, but not compacted ({exc}); `sqlite3 {path} VACUUM` does it later",
+              file=sys.stderr, flush=True)
+        return
+    print(f"generate: {path} converted: {before / 1e6:,.1f} MB → {_size(path) / 1e6:,.1f} MB",
           file=sys.stderr, flush=True)
+
+
+def _size(path: Path) -> int:
+    """Bytes of a SQLite file with its WAL."""
+    return sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
 
 
 def shard_path(ledger: Path, rank: int, shards: int) -> Path:

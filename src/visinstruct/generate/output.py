@@ -100,7 +100,8 @@ class Output:
             except ValueError:  # unusable reply: rejected when the run ends
                 return None, None
             data = self.lines.encode(made)
-            return (self.lines.promise(len(data)), len(made)), lambda: self.lines.write(data)
+            end = self.lines.promise(len(data))
+            return (end, len(made)), lambda: self.lines.write(data, end)
         return on_answer
 
     def catch_up(self, planned: Planned, entry: Entry, rows: list[dict[str, Any]]) -> None:

@@ -1,9 +1,10 @@
-"""The run loop: an adaptive window of requests in flight, rate limits, retries with backoff, and a ledger
-write per reply."""
+"""The run loop: an adaptive window of requests in flight, rate limits, retries with backoff, and the replies
+committed to the ledger in small groups before their output lines are written."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -79,6 +80,7 @@ class Runner:
         self._unwritten: list[Callable[[], int]] = []  # output lines of answers not committed yet
         self._held = 0  # answers in the open ledger transaction
         self._timer: asyncio.TimerHandle | None = None
+        self._broken: BaseException | None = None  # a commit or write that failed: nothing more is written
 
     async def run(self, units: Iterable[Unit], total: int | None = None) -> RunStats:
         """Process the units (a list or a stream); returns when each is answered or failed, or when the
@@ -97,6 +99,8 @@ class Runner:
                 for task in (*workers, ticker):
                     task.cancel()
                 self._commit()
+        if self._broken is not None:
+            raise self._broken
         self.stats.back_offs = self.window.back_offs
         self.stats.concurrency = self.window.allowed if self.window.control else 0
         if self.refused is not None:
@@ -119,6 +123,8 @@ class Runner:
 
     async def _worker(self, pending: Iterator[Unit]) -> None:
         while self.refused is None and not self.capped:
+            if self._broken is not None:
+                raise self._broken
             unit = next(pending, None)
             if unit is None:
                 return
@@ -201,15 +207,27 @@ class Runner:
 
     def _commit(self) -> None:
         """Commit the answers held in the ledger's transaction, then write their output lines (a kill in
-        between leaves lines the ledger vouches for; one before it costs at most GROUP_S of answers)."""
+        between leaves lines the ledger vouches for; one before it costs the answers held). After a failed
+        commit or write nothing more is committed or written: the run stops with that error."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.ledger.commit()
-        self._held = 0
-        unwritten, self._unwritten = self._unwritten, []
-        for write in unwritten:
-            write()
+        if self._broken is not None:
+            return
+        unwritten, self._unwritten, self._held = self._unwritten, [], 0
+        try:
+            self.ledger.commit()
+            for write in unwritten:
+                write()
+        except BaseException as error:
+            self._broken = error
+            raise
+
+    def _commit_later(self) -> None:
+        """The timer's commit: an error is kept (the workers and `run` raise it), not lost in the loop."""
+        self._timer = None
+        with contextlib.suppress(Exception):  # kept in self._broken
+            self._commit()
 
     def _count(self, error: TeacherError) -> None:
         """Tally an overload signal; say so when it raised the request timeout."""
@@ -237,5 +255,5 @@ class Runner:
         if self._held >= GROUP_UNITS:
             self._commit()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(GROUP_S, self._commit)
+            self._timer = asyncio.get_running_loop().call_later(GROUP_S, self._commit_later)
         self.stats.add_reply(reply)

@@ -358,10 +358,11 @@ def generate_scenes(scenes: Iterable[Scene] | Callable[[], Iterable[Scene]], tea
     first = next(fed, [])  # bad input in the first units fails before the ledger or the output is touched
     ledgers = [Ledger(opts.ledger_path)]
     ledgers += [Ledger(path) for path in ledger_paths(opts.ledger_path) if path != opts.ledger_path]
+    ahead = read_ahead(fed)  # the next chunks are made in a thread (VLM units hash their image) meanwhile
     try:
-        # the next chunks are made in a thread (VLM units hash their image) while requests are out
-        return _generate(itertools.chain([first], read_ahead(fed)), ledgers, teacher, opts)
+        return _generate(itertools.chain([first], ahead), ledgers, teacher, opts)
     finally:
+        ahead.close()  # stops the thread (an error, or the budget, may leave units unread)
         for db in ledgers:
             db.close()
 
