@@ -342,13 +342,12 @@ def _upgrade(db: sqlite3.Connection, path: Path) -> None:
     VACUUM it."""
     print(f"generate: converting {path} to the compact ledger format (once)", file=sys.stderr, flush=True)
     before = _size(path)
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    ledger = Ledger.__new__(Ledger)  # the open connection, before the compact schema exists
+    ledger.db, ledger.path, ledger._prefixes = db, path, {}
+    with ledger.transaction():
         db.execute("ALTER TABLE units RENAME TO units_v1")
         for statement in _SCHEMA:
             db.execute(statement)
-        ledger = Ledger.__new__(Ledger)
-        ledger.db, ledger.path, ledger._prefixes = db, path, {}
         rows = db.execute("SELECT key, unit_id, status, request, reply, finish_reason, prompt_tokens, "
                           "completion_tokens, reason, attempts, updated FROM units_v1")
         for key, unit_id, status, request, reply, finish, prompt, completion, reason, attempts, updated in rows:
@@ -359,10 +358,6 @@ def _upgrade(db: sqlite3.Connection, path: Path) -> None:
                        (key, unit_id, status, pid, last, seed, reply, finish, prompt, completion, reason, attempts,
                         updated))
         db.execute("DROP TABLE units_v1")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
     try:  # give back the pages the full requests took (VACUUM copies what is left, once)
         db.execute("VACUUM")
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
